@@ -1,0 +1,199 @@
+"""An in-memory Store for unit tests. It passes the same contract suite as the durable stores
+but keeps nothing across a restart, so ``alertpipe run`` never picks it by default."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from alertpipe.destinations.base import Delivery
+from alertpipe.errors import StoreUnavailable
+from alertpipe.message import Message, utcnow
+from alertpipe.store.base import (
+    TERMINAL,
+    AttemptRecord,
+    AttemptResult,
+    DeliveryRecord,
+    NewDelivery,
+    QueueStats,
+    StoredMessage,
+)
+
+
+@dataclass
+class _Row:
+    rec: DeliveryRecord
+    lease_until: datetime | None = None
+    lease_owner: str | None = None
+    history: list[AttemptRecord] = field(default_factory=list)
+
+
+class MemoryStore:
+    """Dict-backed store. ``fail_writes`` makes every write raise StoreUnavailable (for tests)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._messages: dict[str, tuple[Message, str]] = {}
+        self._rows: dict[int, _Row] = {}
+        self._ids = itertools.count(1)
+        self.fail_writes = False
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _check_writable(self) -> None:
+        if self.fail_writes:
+            raise StoreUnavailable("memory store set to refuse writes", retry_after=1.0)
+
+    async def enqueue(self, message: Message, deliveries: Sequence[NewDelivery]) -> None:
+        self._check_writable()
+        if message.id in self._messages:
+            raise StoreUnavailable(f"message id {message.id} already stored")
+        now = utcnow()
+        self._messages[message.id] = (message, "accepted" if deliveries else "filtered")
+        for d in deliveries:
+            i = next(self._ids)
+            self._rows[i] = _Row(DeliveryRecord(
+                id=i, message_id=message.id, channel=message.channel, destination=d.destination,
+                target=d.target, status="pending", attempts=0, created_at=now,
+                next_attempt_at=now, updated_at=now))
+
+    def _due(self, row: _Row, now: datetime) -> bool:
+        r = row.rec
+        if r.status == "pending":
+            return r.next_attempt_at <= now
+        return r.status == "in_flight" and row.lease_until is not None and row.lease_until < now
+
+    async def claim(self, channel: str, destination: str, limit: int, lease_seconds: float,
+                    owner: str) -> list[Delivery]:
+        self._check_writable()
+        now = utcnow()
+        due = [row for row in self._rows.values()
+               if row.rec.channel == channel and row.rec.destination == destination
+               and self._due(row, now)]
+        due.sort(key=lambda row: (row.rec.next_attempt_at, row.rec.id))
+        out: list[Delivery] = []
+        for row in due[:limit]:
+            row.rec = replace(row.rec, status="in_flight", updated_at=now)
+            row.lease_until = now + timedelta(seconds=lease_seconds)
+            row.lease_owner = owner
+            msg = self._messages[row.rec.message_id][0]
+            out.append(Delivery(id=row.rec.id, message=msg, destination=destination,
+                                target=row.rec.target, attempts=row.rec.attempts))
+        return out
+
+    async def record(self, results: Sequence[AttemptResult]) -> int:
+        self._check_writable()
+        applied = 0
+        for res in results:
+            row = self._rows.get(res.delivery_id)
+            if row is None or row.rec.status != "in_flight" or row.lease_owner != res.lease_owner:
+                continue
+            number = row.rec.attempts + 1
+            row.history.append(AttemptRecord(
+                number=number, started_at=res.started_at, finished_at=res.finished_at,
+                outcome=res.outcome, remote_id=res.remote_id, error=res.error,
+                error_code=res.error_code, ambiguous=res.ambiguous))
+            status = {"delivered": "delivered", "retry": "pending", "dead": "dead"}[res.outcome]
+            row.rec = replace(
+                row.rec, status=status, attempts=number, updated_at=res.finished_at,
+                next_attempt_at=res.next_attempt_at or row.rec.next_attempt_at,
+                remote_id=res.remote_id or row.rec.remote_id,
+                last_error=res.error if res.outcome != "delivered" else row.rec.last_error,
+                last_error_code=res.error_code if res.outcome != "delivered"
+                else row.rec.last_error_code)
+            row.lease_owner = None
+            row.lease_until = None
+            applied += 1
+        return applied
+
+    async def release(self, delivery_ids: Sequence[int], owner: str) -> None:
+        for i in delivery_ids:
+            row = self._rows.get(i)
+            if row and row.rec.status == "in_flight" and row.lease_owner == owner:
+                row.rec = replace(row.rec, status="pending", updated_at=utcnow())
+                row.lease_owner = None
+                row.lease_until = None
+
+    async def next_due(self, channel: str, destination: str) -> datetime | None:
+        times = [r.rec.next_attempt_at for r in self._rows.values()
+                 if r.rec.channel == channel and r.rec.destination == destination
+                 and r.rec.status == "pending"]
+        leases = [r.lease_until for r in self._rows.values()
+                  if r.rec.channel == channel and r.rec.destination == destination
+                  and r.rec.status == "in_flight" and r.lease_until is not None]
+        return min(times + leases, default=None)
+
+    def _with_history(self, row: _Row) -> DeliveryRecord:
+        return replace(row.rec, history=tuple(row.history))
+
+    async def get_message(self, message_id: str) -> StoredMessage | None:
+        found = self._messages.get(message_id)
+        if found is None:
+            return None
+        rows = [self._with_history(r) for r in self._rows.values()
+                if r.rec.message_id == message_id]
+        return StoredMessage(message=found[0], status=found[1],
+                             deliveries=sorted(rows, key=lambda r: r.id))
+
+    async def list_messages(self, channel: str | None = None, limit: int = 50,
+                            before: datetime | None = None) -> list[StoredMessage]:
+        msgs = [m for m, _ in self._messages.values()
+                if (channel is None or m.channel == channel)
+                and (before is None or m.received_at < before)]
+        msgs.sort(key=lambda m: (m.received_at, m.id), reverse=True)
+        out = []
+        for m in msgs[:limit]:
+            stored = await self.get_message(m.id)
+            assert stored is not None
+            out.append(stored)
+        return out
+
+    async def list_dead(self, channel: str | None = None, limit: int = 100) -> list[DeliveryRecord]:
+        rows = [self._with_history(r) for r in self._rows.values()
+                if r.rec.status == "dead" and (channel is None or r.rec.channel == channel)]
+        rows.sort(key=lambda r: (r.updated_at, r.id), reverse=True)
+        return rows[:limit]
+
+    async def requeue(self, delivery_id: int) -> bool:
+        self._check_writable()
+        row = self._rows.get(delivery_id)
+        if row is None or row.rec.status not in ("dead", "discarded"):
+            return False
+        now = utcnow()
+        row.rec = replace(row.rec, status="pending", next_attempt_at=now, updated_at=now)
+        return True
+
+    async def discard(self, delivery_id: int) -> bool:
+        self._check_writable()
+        row = self._rows.get(delivery_id)
+        if row is None or row.rec.status != "dead":
+            return False
+        row.rec = replace(row.rec, status="discarded", updated_at=utcnow())
+        return True
+
+    async def stats(self) -> list[QueueStats]:
+        groups: dict[tuple[str, str], list[DeliveryRecord]] = {}
+        for r in self._rows.values():
+            groups.setdefault((r.rec.channel, r.rec.destination), []).append(r.rec)
+        out = []
+        for (ch, dest), recs in sorted(groups.items()):
+            pending = [r for r in recs if r.status == "pending"]
+            out.append(QueueStats(
+                channel=ch, destination=dest, pending=len(pending),
+                in_flight=sum(r.status == "in_flight" for r in recs),
+                delivered=sum(r.status == "delivered" for r in recs),
+                dead=sum(r.status == "dead" for r in recs),
+                oldest_pending_at=min((r.created_at for r in recs if r.status not in TERMINAL),
+                                      default=None)))
+        return out
+
+    async def ping(self) -> None:
+        self._check_writable()
+

@@ -1,0 +1,226 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Writes go through a :class:`~alertpipe.store.groupcommit.GroupCommitter` (one writer thread,
+``synchronous=FULL``, many operations per fsync). Reads use a second connection on a reader
+thread; WAL lets them run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alertpipe import jsoncodec
+from alertpipe.destinations.base import Delivery
+from alertpipe.errors import StoreError, StoreUnavailable
+from alertpipe.message import Message
+from alertpipe.store import sqlite_sql as q
+from alertpipe.store.base import (
+    AttemptRecord,
+    AttemptResult,
+    DeliveryRecord,
+    NewDelivery,
+    QueueStats,
+    StoredMessage,
+)
+from alertpipe.store.groupcommit import GroupCommitter
+
+T = TypeVar("T")
+
+
+def to_us(dt: datetime) -> int:
+    """A timezone-aware datetime as integer microseconds since the epoch."""
+    return int(dt.timestamp() * 1_000_000) if dt.tzinfo else _naive(dt)
+
+
+def _naive(dt: datetime) -> int:
+    raise StoreError(f"naive datetime {dt!r}: alertpipe stores UTC-aware times only")
+
+
+def from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+def now_us() -> int:
+    return to_us(datetime.now(UTC))
+
+
+class SQLiteStore:
+    """The SQLite implementation of the Store protocol."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = Path(path)
+        self._busy = busy_timeout_ms
+        self._writer: GroupCommitter[sqlite3.Connection] | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._rconn: sqlite3.Connection | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy)}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        q.migrate(conn)
+        return conn
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = GroupCommitter(self._connect_writer, name="sqlite-writer")
+        try:
+            await asyncio.to_thread(writer.start)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
+        self._writer = writer
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        self._rconn = await self._read_raw(self._connect)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.stop)
+            self._writer = None
+        if self._reader is not None:
+            if self._rconn is not None:
+                await self._read_raw(self._rconn.close)
+            self._reader.shutdown(wait=True)
+            self._reader = None
+
+    # -- plumbing -----------------------------------------------------------------------
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        return await self._writer.submit(fn)
+
+    async def _read_raw(self, fn: Callable[[], T]) -> T:
+        assert self._reader is not None
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._rconn is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        conn = self._rconn
+        try:
+            return await self._read_raw(lambda: fn(conn))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
+
+    @property
+    def commit_stats(self) -> tuple[int, int]:
+        """(groups committed, operations committed) since open: ops/groups is the grouping."""
+        return (self._writer.groups, self._writer.ops) if self._writer else (0, 0)
+
+    # -- operations ---------------------------------------------------------------------
+    async def enqueue(self, message: Message, deliveries: Sequence[NewDelivery]) -> None:
+        row = (message.id, message.channel, to_us(message.received_at),
+               jsoncodec.dumps(message.body), message.raw, jsoncodec.dumps(dict(message.meta)),
+               "accepted" if deliveries else "filtered")
+        ts = to_us(message.received_at)
+        drows = [(message.id, message.channel, d.destination, d.target, ts, ts, ts)
+                 for d in deliveries]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(q.INSERT_MESSAGE, row)
+            if drows:
+                conn.executemany(q.INSERT_DELIVERY, drows)
+
+        try:
+            await self._write(op)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store write failed: {exc}") from exc
+
+    async def claim(self, channel: str, destination: str, limit: int, lease_seconds: float,
+                    owner: str) -> list[Delivery]:
+        def op(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            now = now_us()
+            return list(conn.execute(q.CLAIM, (now + int(lease_seconds * 1e6), owner, now,
+                                               channel, destination, now, now, limit)))
+
+        rows = await self._write(op)
+        if not rows:
+            return []
+        ids = [r[1] for r in rows]
+        msgs = await self._read(lambda c: q.load_messages(c, ids))
+        missing = [i for i in ids if i not in msgs]
+        if missing:  # the reader may lag the writer by one commit; read from the writer
+            msgs.update(await self._write(lambda c: q.load_messages(c, missing)))
+        out = [Delivery(id=r[0], message=msgs[r[1]], destination=destination, target=r[2],
+                        attempts=r[3]) for r in rows]
+        out.sort(key=lambda d: d.id)
+        return out
+
+    async def record(self, results: Sequence[AttemptResult]) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            applied = 0
+            for r in results:
+                status = {"delivered": "delivered", "retry": "pending", "dead": "dead"}[r.outcome]
+                nxt = to_us(r.next_attempt_at) if r.next_attempt_at else None
+                cur = conn.execute(q.RECORD, (status, to_us(r.finished_at), nxt, r.remote_id,
+                                              r.outcome, r.error, r.outcome, r.error_code,
+                                              r.delivery_id, r.lease_owner))
+                got = cur.fetchone()
+                if got is None:
+                    continue
+                conn.execute(q.INSERT_ATTEMPT, (r.delivery_id, got[0], to_us(r.started_at),
+                                                to_us(r.finished_at), r.outcome, r.remote_id,
+                                                r.error, r.error_code, int(r.ambiguous)))
+                applied += 1
+            return applied
+
+        return await self._write(op)
+
+    async def release(self, delivery_ids: Sequence[int], owner: str) -> None:
+        ids = list(delivery_ids)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(q.RELEASE, [(now_us(), i, owner) for i in ids])
+
+        if ids:
+            await self._write(op)
+
+    async def next_due(self, channel: str, destination: str) -> datetime | None:
+        def op(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(q.NEXT_DUE, (channel, destination, channel, destination)).fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+        us = await self._read(op)
+        return None if us is None else from_us(us)
+
+    async def get_message(self, message_id: str) -> StoredMessage | None:
+        return await self._read(lambda c: q.load_stored(c, message_id))
+
+    async def list_messages(self, channel: str | None = None, limit: int = 50,
+                            before: datetime | None = None) -> list[StoredMessage]:
+        b = to_us(before) if before else None
+        return await self._read(lambda c: q.list_stored(c, channel, limit, b))
+
+    async def list_dead(self, channel: str | None = None, limit: int = 100) -> list[DeliveryRecord]:
+        return await self._read(lambda c: q.list_dead(c, channel, limit))
+
+    async def requeue(self, delivery_id: int) -> bool:
+        return await self._write(
+            lambda c: c.execute(q.REQUEUE, (now_us(), now_us(), delivery_id)).rowcount == 1)
+
+    async def discard(self, delivery_id: int) -> bool:
+        return await self._write(
+            lambda c: c.execute(q.DISCARD, (now_us(), delivery_id)).rowcount == 1)
+
+    async def stats(self) -> list[QueueStats]:
+        return await self._read(q.stats)
+
+    async def ping(self) -> None:
+        await self._write(lambda c: c.execute(q.PING, (now_us(),)))
+
+
+__all__ = ["AttemptRecord", "SQLiteStore"]

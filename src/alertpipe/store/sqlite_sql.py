@@ -1,0 +1,221 @@
+"""SQL text, schema migrations and row loaders of the SQLite store (run on its threads)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from alertpipe import jsoncodec
+from alertpipe.message import Message
+from alertpipe.store.base import AttemptRecord, DeliveryRecord, QueueStats, StoredMessage
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        raw BLOB,
+        meta TEXT NOT NULL,
+        status TEXT NOT NULL
+    );
+    CREATE INDEX messages_channel_received ON messages(channel, received_at);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL REFERENCES messages(id),
+        channel TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        target TEXT,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        lease_until INTEGER,
+        lease_owner TEXT,
+        remote_id TEXT,
+        last_error TEXT,
+        last_error_code TEXT
+    );
+    CREATE INDEX deliveries_due ON deliveries(channel, destination, status, next_attempt_at);
+    CREATE INDEX deliveries_message ON deliveries(message_id);
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+        number INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        remote_id TEXT,
+        error TEXT,
+        error_code TEXT,
+        ambiguous INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX attempts_delivery ON attempts(delivery_id);
+    CREATE TABLE heartbeat (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the migrations this file knows and the database has not seen, in one transaction."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    current = row[0] or 0
+    for number, script in enumerate(MIGRATIONS, start=1):
+        if number <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in filter(str.strip, script.split(";")):
+                conn.execute(stmt)
+            conn.execute("INSERT INTO schema_version(version) VALUES (?)", (number,))
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+
+
+INSERT_MESSAGE = ("INSERT INTO messages(id, channel, received_at, body, raw, meta, status) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?)")
+INSERT_DELIVERY = ("INSERT INTO deliveries(message_id, channel, destination, target, created_at, "
+                   "next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+CLAIM = """
+UPDATE deliveries SET status = 'in_flight', lease_until = ?, lease_owner = ?, updated_at = ?
+WHERE id IN (
+    SELECT id FROM deliveries
+    WHERE channel = ? AND destination = ?
+      AND ((status = 'pending' AND next_attempt_at <= ?)
+           OR (status = 'in_flight' AND lease_until < ?))
+    ORDER BY next_attempt_at, id LIMIT ?)
+RETURNING id, message_id, target, attempts
+"""
+RECORD = """
+UPDATE deliveries SET status = ?, attempts = attempts + 1, updated_at = ?,
+    next_attempt_at = COALESCE(?, next_attempt_at), remote_id = COALESCE(?, remote_id),
+    last_error = CASE WHEN ? = 'delivered' THEN last_error ELSE ? END,
+    last_error_code = CASE WHEN ? = 'delivered' THEN last_error_code ELSE ? END,
+    lease_owner = NULL, lease_until = NULL
+WHERE id = ? AND status = 'in_flight' AND lease_owner = ?
+RETURNING attempts
+"""
+INSERT_ATTEMPT = ("INSERT INTO attempts(delivery_id, number, started_at, finished_at, outcome, "
+                  "remote_id, error, error_code, ambiguous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+RELEASE = ("UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL, "
+           "updated_at = ? WHERE id = ? AND status = 'in_flight' AND lease_owner = ?")
+NEXT_DUE = """
+SELECT MIN(t) FROM (
+    SELECT MIN(next_attempt_at) AS t FROM deliveries
+    WHERE channel = ? AND destination = ? AND status = 'pending'
+    UNION ALL
+    SELECT MIN(lease_until) FROM deliveries
+    WHERE channel = ? AND destination = ? AND status = 'in_flight')
+"""
+REQUEUE = ("UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? "
+           "WHERE id = ? AND status IN ('dead', 'discarded')")
+DISCARD = ("UPDATE deliveries SET status = 'discarded', updated_at = ? "
+           "WHERE id = ? AND status = 'dead'")
+PING = "INSERT OR REPLACE INTO heartbeat(id, at) VALUES (1, ?)"
+
+_DELIVERY_COLS = ("id, message_id, channel, destination, target, status, attempts, created_at, "
+                  "next_attempt_at, updated_at, remote_id, last_error, last_error_code")
+
+
+def _dt(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+def _message(row: Sequence[Any]) -> Message:
+    mid, channel, received, body, raw, meta = row[:6]
+    return Message(id=mid, channel=channel, received_at=_dt(received), body=jsoncodec.loads(body),
+                   raw=bytes(raw or b""), meta=jsoncodec.loads(meta))
+
+
+def load_messages(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Message]:
+    out: dict[str, Message] = {}
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start:start + 500])
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(f"SELECT id, channel, received_at, body, raw, meta FROM messages "
+                                f"WHERE id IN ({marks})", chunk):
+            out[row[0]] = _message(row)
+    return out
+
+
+def _attempts(conn: sqlite3.Connection, delivery_id: int) -> tuple[AttemptRecord, ...]:
+    rows = conn.execute("SELECT number, started_at, finished_at, outcome, remote_id, error, "
+                        "error_code, ambiguous FROM attempts WHERE delivery_id = ? ORDER BY number",
+                        (delivery_id,))
+    return tuple(AttemptRecord(number=r[0], started_at=_dt(r[1]), finished_at=_dt(r[2]),
+                               outcome=r[3], remote_id=r[4], error=r[5], error_code=r[6],
+                               ambiguous=bool(r[7])) for r in rows)
+
+
+def _delivery(conn: sqlite3.Connection, r: Sequence[Any]) -> DeliveryRecord:
+    return DeliveryRecord(id=r[0], message_id=r[1], channel=r[2], destination=r[3], target=r[4],
+                          status=r[5], attempts=r[6], created_at=_dt(r[7]),
+                          next_attempt_at=_dt(r[8]), updated_at=_dt(r[9]), remote_id=r[10],
+                          last_error=r[11], last_error_code=r[12], history=_attempts(conn, r[0]))
+
+
+def load_stored(conn: sqlite3.Connection, message_id: str) -> StoredMessage | None:
+    row = conn.execute("SELECT id, channel, received_at, body, raw, meta, status FROM messages "
+                       "WHERE id = ?", (message_id,)).fetchone()
+    if row is None:
+        return None
+    rows = conn.execute(f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE message_id = ? "
+                        "ORDER BY id", (message_id,)).fetchall()
+    return StoredMessage(message=_message(row), status=row[6],
+                         deliveries=[_delivery(conn, r) for r in rows])
+
+
+def list_stored(conn: sqlite3.Connection, channel: str | None, limit: int,
+                before: int | None) -> list[StoredMessage]:
+    sql = "SELECT id FROM messages WHERE 1 = 1"
+    args: list[Any] = []
+    if channel is not None:
+        sql += " AND channel = ?"
+        args.append(channel)
+    if before is not None:
+        sql += " AND received_at < ?"
+        args.append(before)
+    sql += " ORDER BY received_at DESC, id DESC LIMIT ?"
+    args.append(limit)
+    out = []
+    for (mid,) in conn.execute(sql, args).fetchall():
+        stored = load_stored(conn, mid)
+        if stored is not None:
+            out.append(stored)
+    return out
+
+
+def list_dead(conn: sqlite3.Connection, channel: str | None, limit: int) -> list[DeliveryRecord]:
+    sql = f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE status = 'dead'"
+    args: list[Any] = []
+    if channel is not None:
+        sql += " AND channel = ?"
+        args.append(channel)
+    sql += " ORDER BY updated_at DESC, id DESC LIMIT ?"
+    args.append(limit)
+    return [_delivery(conn, r) for r in conn.execute(sql, args).fetchall()]
+
+
+def stats(conn: sqlite3.Connection) -> list[QueueStats]:
+    groups: dict[tuple[str, str], dict[str, int]] = {}
+    for ch, dest, status, n in conn.execute(
+            "SELECT channel, destination, status, COUNT(*) FROM deliveries "
+            "GROUP BY channel, destination, status"):
+        groups.setdefault((ch, dest), {})[status] = n
+    out = []
+    for (ch, dest), counts in sorted(groups.items()):
+        oldest = conn.execute(
+            "SELECT MIN(created_at) FROM deliveries WHERE channel = ? AND destination = ? "
+            "AND status IN ('pending', 'in_flight')", (ch, dest)).fetchone()[0]
+        out.append(QueueStats(channel=ch, destination=dest, pending=counts.get("pending", 0),
+                              in_flight=counts.get("in_flight", 0),
+                              delivered=counts.get("delivered", 0), dead=counts.get("dead", 0),
+                              oldest_pending_at=_dt(oldest) if oldest is not None else None))
+    return out
