@@ -1,0 +1,148 @@
+"""Injected faults: the next N calls to an API fail with a status, or hang first.
+
+A fault is posted as JSON to ``POST /_emulator/faults``::
+
+    {"api": "sheets" | "twilio" | "token",   which API's calls it hits
+     "count": 3,                              how many calls (default 1)
+     "status": 429,                           answer this HTTP status, in the API's error shape
+     "retry_after": 2,                        optional Retry-After header (seconds)
+     "after_effect": false,                   true: perform the effect, then answer the error
+     "hang": 0.5,                             wait this many seconds before processing
+     "method": "spreadsheets.values.append"}  optional: only calls to this method
+
+``status`` and ``hang`` may be combined (wait, then fail). Faults of one API fire in the order
+they were posted. A hung request is processed even if its client gives up, so a client timeout
+is an ambiguous outcome exactly as it is against the real service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from alertpipe.emulators.state import EmulatorState
+
+__all__ = ["APIS", "Fault", "FaultBook", "FaultSpecError", "guarded"]
+
+APIS = ("sheets", "twilio", "token")
+Renderer = Callable[[int], Response]
+
+
+class FaultSpecError(ValueError):
+    """A fault description that cannot be used (the admin endpoint answers 400)."""
+
+
+@dataclass(slots=True)
+class Fault:
+    """One pending fault; ``count`` is how many more calls it will hit."""
+
+    api: str
+    count: int = 1
+    status: int | None = None
+    hang: float | None = None
+    retry_after: float | None = None
+    after_effect: bool = False
+    method: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Fault:
+        """Validate a decoded JSON fault description."""
+        if not isinstance(data, dict):
+            raise FaultSpecError("a fault is a JSON object")
+        unknown = set(data) - {"api", "count", "status", "hang", "retry_after", "after_effect",
+                               "method"}
+        if unknown:
+            raise FaultSpecError(f"unknown fault fields: {sorted(unknown)}")
+        if data.get("api") not in APIS:
+            raise FaultSpecError(f"'api' must be one of {list(APIS)}")
+        fault = cls(api=data["api"], count=data.get("count", 1), status=data.get("status"),
+                    hang=data.get("hang"), retry_after=data.get("retry_after"),
+                    after_effect=data.get("after_effect", False), method=data.get("method"))
+        if not isinstance(fault.count, int) or isinstance(fault.count, bool) or fault.count < 1:
+            raise FaultSpecError("'count' must be a positive integer")
+        if fault.status is None and fault.hang is None:
+            raise FaultSpecError("a fault needs 'status' or 'hang'")
+        if fault.status is not None and (not isinstance(fault.status, int)
+                                         or not 400 <= fault.status <= 599):
+            raise FaultSpecError("'status' must be an HTTP error status (400-599)")
+        for name in ("hang", "retry_after"):
+            value = getattr(fault, name)
+            if value is not None and (not isinstance(value, int | float) or value < 0):
+                raise FaultSpecError(f"'{name}' must be a non-negative number of seconds")
+        return fault
+
+
+class FaultBook:
+    """Pending faults, consumed call by call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, fault: Fault) -> None:
+        """Queue ``fault`` behind the faults already pending."""
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        """Drop every pending fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The pending faults as JSON objects."""
+        with self._lock:
+            return [asdict(fault) for fault in self._faults]
+
+    def take(self, api: str, method: str) -> Fault | None:
+        """Consume one hit of the first fault matching this call, if any."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.api == api and fault.method in (None, method):
+                    fault.count -= 1
+                    if fault.count == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+
+def _with_retry_after(response: Response, fault: Fault) -> Response:
+    if fault.retry_after is not None:
+        seconds = fault.retry_after
+        response.headers["Retry-After"] = str(int(seconds) if float(seconds).is_integer()
+                                              else seconds)
+    return response
+
+
+async def guarded(request: Request, api: str, method: str, render: Renderer,
+                  handler: Callable[[], Awaitable[Response]]) -> Response:
+    """Count the call, apply the next matching fault, otherwise run ``handler``."""
+    state: EmulatorState = request.app.state.emulator
+    state.count_call(api, method)
+    fault = state.faults.take(api, method)
+    if fault is None:
+        return await handler()
+    # Read the whole request first, as a real server has it before it stalls: a client that
+    # gives up during the hang must not take the request with it.
+    await request.body()
+    with state.lock:
+        state.faults_fired[api] += 1
+
+    async def faulty() -> Response:
+        if fault.hang:
+            await asyncio.sleep(fault.hang)
+        if fault.status is None:
+            return await handler()
+        if fault.after_effect:
+            await handler()
+        return _with_retry_after(render(fault.status), fault)
+
+    # Shielded: a client that times out and disconnects does not cancel the effect.
+    return await asyncio.shield(state.spawn(faulty()))
