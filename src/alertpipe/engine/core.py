@@ -1,0 +1,147 @@
+"""The engine: channels, their workers, the store and the shared HTTP client, started and
+stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from alertpipe.config.model import AppSettings
+from alertpipe.engine.channel import Accepted, ChannelRuntime
+from alertpipe.engine.pacing import Pacers
+from alertpipe.engine.worker import DestinationWorker
+from alertpipe.errors import StoreError, UsageError
+from alertpipe.message import Message
+from alertpipe.store import Store, StoredMessage, open_store
+
+log = logging.getLogger("alertpipe.engine")
+
+
+class Engine:
+    """Build with settings (and optionally a store and an HTTP client, for tests)."""
+
+    def __init__(self, settings: AppSettings, *, store: Store | None = None,
+                 base_dir: Path | None = None, http: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self.store: Store = store or open_store(settings.engine.store, base_dir=base_dir)
+        self.channels = {name: ChannelRuntime(name, cs, self.store)
+                         for name, cs in settings.channels.items()}
+        self.pacers = Pacers()
+        self.workers: dict[tuple[str, str], DestinationWorker] = {}
+        self._http = http
+        self._own_http = http is None
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self.started = False
+
+    def check(self) -> None:
+        """Check every destination's credentials and settings; raises CredentialsError."""
+        for ch in self.channels.values():
+            ch.check()
+
+    async def start(self) -> None:
+        self.check()
+        await self.store.open()
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(15.0, connect=5.0),
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                headers={"User-Agent": "alertpipe/0.1"})
+        es = self.settings.engine
+        for ch in self.channels.values():
+            for name, dest in ch.destinations.items():
+                await dest.start(self._http)
+                pacer = self.pacers.get(dest.rate_key(), dest.max_requests_per_minute)
+                w = DestinationWorker(ch.name, dest, self.store, ch.policy, pacer,
+                                      lease_seconds=es.lease_seconds,
+                                      poll_interval=es.poll_interval_seconds,
+                                      on_recorded=self._on_recorded)
+                self.workers[(ch.name, name)] = w
+                w.start()
+        self.started = True
+        log.info("engine started", extra={"channels": sorted(self.channels),
+                                          "store": self.store.name})
+
+    async def stop(self) -> None:
+        grace = self.settings.engine.shutdown_grace_seconds
+        await asyncio.gather(*(w.stop(grace) for w in self.workers.values()))
+        for ch in self.channels.values():
+            for dest in ch.destinations.values():
+                await dest.close()
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+        await self.store.close()
+        self.started = False
+        log.info("engine stopped")
+
+    # -- intake -------------------------------------------------------------------------
+    def channel(self, name: str) -> ChannelRuntime:
+        try:
+            return self.channels[name]
+        except KeyError:
+            raise UsageError(f"no channel named {name!r}") from None
+
+    async def accept(self, channel: str, body: dict[str, Any], raw: bytes,
+                     meta: Mapping[str, Any] | None = None, *,
+                     waiter: asyncio.Event | None = None) -> Accepted:
+        """Validate, route and durably store one message, then wake its destinations' workers.
+
+        With ``waiter``, the event is set each time one of the message's deliveries records an
+        outcome (use :meth:`outcome` to see whether all are final)."""
+        ch = self.channel(channel)
+
+        def register(message: Message) -> None:
+            if waiter is not None:
+                self._waiters.setdefault(message.id, set()).add(waiter)
+
+        try:
+            accepted = await ch.accept(body, raw, meta, before_commit=register)
+        except BaseException:
+            if waiter is not None:
+                self._drop_waiter_event(waiter)
+            raise
+        for dest in accepted.routes:
+            w = self.workers.get((channel, dest))
+            if w is not None:
+                w.wake.set()
+        return accepted
+
+    def _drop_waiter_event(self, event: asyncio.Event) -> None:
+        for mid in [m for m, evs in self._waiters.items() if event in evs]:
+            self.forget_waiter(mid, event)
+
+    def forget_waiter(self, message_id: str, event: asyncio.Event) -> None:
+        evs = self._waiters.get(message_id)
+        if evs is not None:
+            evs.discard(event)
+            if not evs:
+                del self._waiters[message_id]
+
+    def _on_recorded(self, message_ids: Sequence[str]) -> None:
+        for mid in message_ids:
+            for ev in self._waiters.get(mid, ()):
+                ev.set()
+
+    async def outcome(self, message_id: str) -> tuple[bool, StoredMessage | None]:
+        """(all deliveries final?, the stored message)."""
+        stored = await self.store.get_message(message_id)
+        if stored is None:
+            return False, None
+        return all(d.terminal for d in stored.deliveries), stored
+
+    # -- health -------------------------------------------------------------------------
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        store_ok, store_detail = True, "ok"
+        try:
+            await asyncio.wait_for(self.store.ping(), timeout=2.0)
+        except (StoreError, TimeoutError) as exc:
+            store_ok, store_detail = False, f"not writable: {exc}" if str(exc) else "timeout"
+        workers = {f"{c}/{d}": ("running" if w.alive else "stopped")
+                   for (c, d), w in self.workers.items()}
+        ok = self.started and store_ok and all(v == "running" for v in workers.values())
+        return ok, {"status": "ready" if ok else "not ready", "store": store_detail,
+                    "workers": workers}

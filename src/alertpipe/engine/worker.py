@@ -1,0 +1,168 @@
+"""The delivery worker: claims due deliveries for one destination, sends them, records outcomes.
+
+One worker runs per (channel, destination). It sleeps until woken by an intake commit, until the
+next retry falls due, or for at most the poll interval (which also picks up deliveries whose
+lease lapsed when another process died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from alertpipe.destinations.base import Delivery, Destination, Outcome, Sent
+from alertpipe.engine.pacing import Pacer
+from alertpipe.engine.retry import DeadLetter, RetryPolicy
+from alertpipe.errors import DeliveryError, RetryableError, StoreError
+from alertpipe.message import utcnow
+from alertpipe.store.base import AttemptResult, Store
+
+log = logging.getLogger("alertpipe.worker")
+
+
+class DestinationWorker:
+    def __init__(self, channel: str, destination: Destination, store: Store, policy: RetryPolicy,
+                 pacer: Pacer, *, lease_seconds: float, poll_interval: float,
+                 on_recorded: Callable[[Sequence[str]], None]) -> None:
+        self.channel = channel
+        self.dest = destination
+        self.store = store
+        self.policy = policy
+        self.pacer = pacer
+        self.lease = lease_seconds
+        self.poll = poll_interval
+        self.on_recorded = on_recorded
+        self.owner = f"{os.getpid()}-{channel}-{destination.name}-{os.urandom(4).hex()}"
+        self.wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: set[int] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.failed = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=f"worker:{self.channel}:{self.dest.name}")
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let in-flight sends finish within ``grace`` s, then release the rest."""
+        self._stopping = True
+        self.wake.set()
+        if self.task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout=grace)
+        except TimeoutError:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        if self._inflight:
+            await self.store.release(sorted(self._inflight), self.owner)
+            self._inflight.clear()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                worked = await self.step()
+            except StoreError as exc:
+                log.error("store error in worker; retrying",
+                          extra={"channel": self.channel, "destination": self.dest.name,
+                                 "error": str(exc)})
+                worked = False
+            if not worked and not self._stopping:
+                await self._idle()
+
+    async def _idle(self) -> None:
+        timeout = self.poll
+        try:
+            due = await self.store.next_due(self.channel, self.dest.name)
+        except StoreError:
+            due = None
+        if due is not None:
+            timeout = min(self.poll, max(0.005, (due - utcnow()).total_seconds()))
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+        except TimeoutError:
+            pass
+        self.wake.clear()
+
+    async def step(self) -> bool:
+        """Claim and send one round. Returns False when nothing was due."""
+        batching = self.dest.batch_size > 1
+        if batching:
+            # Wait for the pace first: rows keep arriving meanwhile and join this batch.
+            due = await self.store.next_due(self.channel, self.dest.name)
+            if due is None or due > utcnow():
+                return False
+            await self.pacer.acquire()
+            limit = self.dest.batch_size
+        else:
+            limit = max(1, self.dest.concurrency)
+        batch = await self.store.claim(self.channel, self.dest.name, limit, self.lease, self.owner)
+        if not batch:
+            return False
+        self._inflight.update(d.id for d in batch)
+        groups = [batch] if batching else [[d] for d in batch]
+        await asyncio.gather(*(self._send_group(g, paced=not batching) for g in groups))
+        return True
+
+    async def _send_group(self, group: list[Delivery], *, paced: bool) -> None:
+        if paced:
+            await self.pacer.acquire()
+        started = utcnow()
+        outcomes: Sequence[Outcome | BaseException]
+        try:
+            outcomes = await asyncio.wait_for(self.dest.send_batch(group),
+                                              timeout=self.lease * 0.8)
+            if len(outcomes) != len(group):
+                raise RuntimeError(f"{self.dest.name} returned {len(outcomes)} outcomes for "
+                                   f"{len(group)} deliveries")
+        except TimeoutError:
+            err = RetryableError(f"no answer within {self.lease * 0.8:g}s", ambiguous=True)
+            outcomes = [err] * len(group)
+        except DeliveryError as exc:
+            outcomes = [exc] * len(group)
+        except Exception as exc:  # a bug in a destination: recorded, dead-lettered, never retried
+            log.exception("destination raised an unexpected error",
+                          extra={"channel": self.channel, "destination": self.dest.name})
+            outcomes = [exc] * len(group)
+        finished = utcnow()
+        results = [self._result(d, o, started, finished) for d, o in zip(group, outcomes,
+                                                                         strict=True)]
+        await self.store.record(results)
+        self._inflight.difference_update(d.id for d in group)
+        self.on_recorded([d.message.id for d in group])
+
+    def _result(self, d: Delivery, outcome: Outcome | BaseException, started: datetime,
+                finished: datetime) -> AttemptResult:
+        extra = {"message_id": d.message.id, "channel": self.channel,
+                 "destination": self.dest.name, "attempt": d.attempts + 1}
+        if isinstance(outcome, Sent):
+            self.sent += 1
+            log.info("delivered", extra={**extra, "remote_id": outcome.remote_id})
+            return AttemptResult(delivery_id=d.id, lease_owner=self.owner, outcome="delivered",
+                                 started_at=started, finished_at=finished,
+                                 remote_id=outcome.remote_id)
+        self.failed += 1
+        decision = self.policy.decide(outcome, d.attempts + 1, d.message.received_at, finished)
+        code = getattr(outcome, "code", None)
+        common = dict(delivery_id=d.id, lease_owner=self.owner, started_at=started,
+                      finished_at=finished, error=f"{type(outcome).__name__}: {outcome}",
+                      error_code=None if code is None else str(code),
+                      ambiguous=bool(getattr(outcome, "ambiguous", False)))
+        if isinstance(decision, DeadLetter):
+            log.warning("dead-lettered", extra={**extra, "reason": decision.reason})
+            common["error"] = decision.reason
+            return AttemptResult(outcome="dead", **common)  # type: ignore[arg-type]
+        log.info("retry scheduled", extra={**extra, "delay_s": round(decision.delay, 3),
+                                           "error": str(outcome)})
+        return AttemptResult(outcome="retry", next_attempt_at=decision.at,
+                             **common)  # type: ignore[arg-type]

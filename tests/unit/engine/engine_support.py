@@ -1,0 +1,79 @@
+"""A scriptable destination and a channel built around it, for engine tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+import pytest
+
+from alertpipe.config.model import AppSettings
+from alertpipe.destinations import REGISTRY, Delivery, Destination, DestinationConfig, Sent
+from alertpipe.engine import Engine
+from alertpipe.errors import DeliveryError
+from alertpipe.message import Message
+from alertpipe.store import MemoryStore
+
+
+class RecorderConfig(DestinationConfig):
+    targets: list[str] = []
+    batch_size: int = 1
+
+
+class Recorder(Destination):
+    """Records what it is sent; ``script`` holds errors to raise on the next sends."""
+
+    type_name: ClassVar[str] = "recorder"
+    Config: ClassVar[type[DestinationConfig]] = RecorderConfig
+
+    def __init__(self, name: str, config: Any) -> None:
+        super().__init__(name, config)
+        self.batch_size = config.batch_size
+        self.concurrency = 1
+        self.sent: list[Delivery] = []
+        self.calls = 0
+        self.script: list[DeliveryError | None] = []
+        self.event = asyncio.Event()
+
+    def targets(self, message: Message) -> Sequence[str | None]:
+        return list(self.config.targets) or [None]
+
+    async def send_batch(self, deliveries: Sequence[Delivery]) -> list[Any]:
+        self.calls += 1
+        self.event.set()
+        if self.script:
+            err = self.script.pop(0)
+            if err is not None:
+                return [err] * len(deliveries)
+        self.sent.extend(deliveries)
+        return [Sent(remote_id=f"r-{d.id}") for d in deliveries]
+
+
+REGISTRY["recorder"] = Recorder
+
+
+def settings(**channel: Any) -> AppSettings:
+    base: dict[str, Any] = {
+        "vars": {"threshold": 300},
+        "steps": [{"validate": "order"},
+                  {"map": {"high_value": "amount > threshold"}},
+                  {"route": [{"to": "sheet"}, {"to": "sms", "when": "high_value"}]}],
+        "destinations": {"sheet": {"type": "recorder", "batch_size": 100},
+                         "sms": {"type": "recorder", "targets": ["+15550001", "+15550002"]}},
+        "retry": {"base_delay_seconds": 0.01, "max_delay_seconds": 0.02, "max_attempts": 3},
+    }
+    base.update(channel)
+    return AppSettings.model_validate({"engine": {"store": "memory://",
+                                                  "poll_interval_seconds": 0.05},
+                                       "channels": {"orders": base}})
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    eng = Engine(settings(), store=MemoryStore())
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        await eng.stop()
