@@ -1,0 +1,1 @@
+"""The ``alertpipe`` command line."""
