@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint run emulate clean
+.PHONY: venv demo test test-fast lint bench run emulate clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
+
+## bench: a burst of 1,000 orders (Sheets calls, quota) and sustained intake measured with wrk
+bench: venv
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) \
+	  || echo "wrk could not be installed; the sustained-intake phase will be skipped"
+	$(BIN)/python bench/burst.py --orders 1000 --concurrency 32 --wrk-seconds 10
 
 run: venv
 	$(BIN)/alertpipe run

@@ -71,7 +71,7 @@ def _on_signals(server: uvicorn.Server) -> None:
 
 async def serve(engine: Engine, sock: socket.socket,
                 server_box: list[uvicorn.Server] | None = None,
-                ready: asyncio.Event | None = None) -> None:
+                ready: asyncio.Event | None = None, *, announce: bool = False) -> None:
     """Start the engine, serve HTTP on ``sock`` until told to exit, then stop gracefully:
     stop accepting, let in-flight deliveries finish (or release them), close the store.
 
@@ -86,6 +86,8 @@ async def serve(engine: Engine, sock: socket.socket,
     await engine.start()
     host, port = sock.getsockname()[:2]
     log.info("listening", extra={"url": f"http://{host}:{port}"})
+    if announce:
+        print(f"alertpipe listening on http://{host}:{port}", flush=True)
     if ready is not None:
         ready.set()
     try:
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     sock = bind(args.host or http.host, http.port if args.port is None else args.port)
     try:
         import uvloop
-        uvloop.run(serve(engine, sock))
+        uvloop.run(serve(engine, sock, announce=True))
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        asyncio.run(serve(engine, sock))
+        asyncio.run(serve(engine, sock, announce=True))
     return 0

@@ -75,7 +75,7 @@ class TokenEndpointUnavailable(google.auth.exceptions.TransportError):
         self.retry_after = retry_after
 
 
-class _Response(google.auth.transport.Response):
+class HttpxResponse(google.auth.transport.Response):
     """An ``httpx.Response`` in the shape google-auth reads (``status``, ``headers``, ``data``)."""
 
     def __init__(self, response: httpx.Response) -> None:
@@ -111,7 +111,7 @@ class AsyncClientRequest(google.auth.transport.Request):
     def __call__(
         self, url: str, method: str = "GET", body: bytes | str | None = None,
         headers: Mapping[str, str] | None = None, timeout: float | None = None, **kwargs: Any,
-    ) -> _Response:
+    ) -> HttpxResponse:
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -137,7 +137,7 @@ class AsyncClientRequest(google.auth.transport.Request):
         if response.status_code in _RETRYABLE_STATUSES or _is_retryable_oauth_error(response):
             raise TokenEndpointUnavailable(
                 response.status_code, parse_retry_after(response.headers.get("retry-after")))
-        return _Response(response)
+        return HttpxResponse(response)
 
 
 def _is_retryable_oauth_error(response: httpx.Response) -> bool:

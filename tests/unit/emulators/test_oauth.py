@@ -15,6 +15,7 @@ import pytest
 from google.auth import exceptions
 from google.oauth2 import service_account
 
+from alertpipe.destinations.google_auth import HttpxResponse
 from alertpipe.emulators import (
     EmulatorSettings,
     ServiceAccount,
@@ -28,23 +29,6 @@ SCOPE = "https://www.googleapis.com/auth/spreadsheets"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
-class _Response(google.auth.transport.Response):
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-
-    @property
-    def status(self) -> int:
-        return self._response.status_code
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._response.headers
-
-    @property
-    def data(self) -> bytes:
-        return self._response.content
-
-
 class HttpxRequest(google.auth.transport.Request):
     """A synchronous google-auth transport over httpx (requests is not installed)."""
 
@@ -53,10 +37,10 @@ class HttpxRequest(google.auth.transport.Request):
 
     def __call__(self, url: str, method: str = "GET", body: Any = None,
                  headers: Mapping[str, str] | None = None, timeout: float | None = None,
-                 **kwargs: Any) -> _Response:
+                 **kwargs: Any) -> HttpxResponse:
         response = self.client.request(method, url, content=body, headers=headers,
                                        timeout=timeout or 10)
-        return _Response(response)
+        return HttpxResponse(response)
 
 
 def test_google_auth_refreshes_against_the_emulator_over_a_socket(tmp_path: Path) -> None:
