@@ -125,3 +125,28 @@ async def test_pending_deliveries_resume_after_restart(tmp_path: object) -> None
         assert [d.message.id for d in dest(second, "sheet").sent] == [acc.message.id]
     finally:
         await second.stop()
+
+
+async def test_user_python_step_can_change_and_drop() -> None:
+    s = settings(steps=[{"validate": "order"}, {"python": "engine_support:tag_region"}])
+    eng = Engine(s, store=MemoryStore())
+    await eng.start()
+    try:
+        kept = await eng.accept("orders", {"order_id": "P-1", "amount": "5", "currency": "EUR"},
+                                b"{}")
+        assert kept.message.body["region"] == "emea"
+        assert kept.deliveries == 3  # no route step: every destination, one SMS row per number
+        dropped = await eng.accept("orders", {"order_id": "TEST-1", "amount": "5"}, b"{}")
+        assert dropped.deliveries == 0
+    finally:
+        await eng.stop()
+
+
+def test_python_step_reference_errors_are_clear() -> None:
+    from alertpipe.errors import ConfigError
+    for ref, fragment in [("nosuchmodule_xyz:f", "cannot import module"),
+                          ("engine_support:nope", "has no attribute"),
+                          ("engine_support", "expected 'package.module:function'")]:
+        with pytest.raises(ConfigError) as info:
+            Engine(settings(steps=[{"python": ref}]), store=MemoryStore())
+        assert fragment in str(info.value) and info.value.key == "steps.0.python"
