@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -96,7 +96,7 @@ async def test_result_from_lost_lease_is_ignored(store: Store) -> None:
     await store.enqueue(order(1), [NewDelivery("sheet")])
     (d,) = await store.claim("orders", "sheet", 1, -1.0, "old")  # a lease that has lapsed
     (again,) = await store.claim("orders", "sheet", 1, 30, "new")
-    assert again.id == d.id
+    assert again.id == d.id and again.ambiguous is True  # the old holder may have sent it
     assert await store.record([result(d.id, "old", "delivered")]) == 0
     assert await store.record([result(d.id, "new", "delivered")]) == 1
 
@@ -107,6 +107,7 @@ async def test_release_returns_without_counting_an_attempt(store: Store) -> None
     await store.release([d.id], "w")
     (again,) = await store.claim("orders", "sheet", 1, 30, "w")
     assert again.id == d.id and again.attempts == 0
+    assert again.ambiguous is True  # the send may have been cut off: check before resending
 
 
 async def test_requeue_and_discard_dead(store: Store) -> None:
@@ -169,3 +170,133 @@ async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
         assert d.message.id == m.id and d.message.body["amount"] == Decimal("349.99")
     finally:
         await s2.close()
+
+
+async def test_ambiguous_failure_is_remembered_for_the_next_attempt(store: Store) -> None:
+    await store.enqueue(order(1), [NewDelivery("sheet")])
+    (d,) = await store.claim("orders", "sheet", 1, 30, "w")
+    assert d.ambiguous is False
+    await store.record([result(d.id, "w", "retry", error="timeout", ambiguous=True,
+                               next_attempt_at=utcnow())])
+    (again,) = await store.claim("orders", "sheet", 1, 30, "w")
+    assert again.ambiguous is True and again.attempts == 1
+
+
+async def test_a_live_key_stores_one_message_even_when_concurrent(store: Store) -> None:
+    from alertpipe.store import MessageKey
+    key = MessageKey("dedupe", "A-1", ttl_seconds=3600, fingerprint="f1")
+    msgs = [order(i) for i in range(20)]
+    results = await asyncio.gather(*(store.enqueue(m, [NewDelivery("sheet")], [key])
+                                     for m in msgs))
+    created = [r for r in results if r.created]
+    assert len(created) == 1
+    winner = created[0].message_id
+    assert all(r.message_id == winner and r.fingerprint == "f1" and r.conflict == key
+               for r in results if not r.created)
+    got = await store.claim("orders", "sheet", 100, 30, "w")
+    assert [d.message.id for d in got] == [winner]
+
+
+async def test_expired_key_and_other_kinds_do_not_conflict(store: Store) -> None:
+    from alertpipe.store import MessageKey
+    first = await store.enqueue(order(1), [], [MessageKey("dedupe", "A-1", ttl_seconds=-1)])
+    again = await store.enqueue(order(2), [], [MessageKey("dedupe", "A-1", ttl_seconds=60)])
+    other = await store.enqueue(order(3), [], [MessageKey("event", "A-1", ttl_seconds=60)])
+    assert first.created and again.created and other.created
+
+
+# -- operations for the dlq and replay commands -----------------------------------------------
+
+def received(n: int, at: datetime, channel: str = "orders") -> Message:
+    return Message(id=f"m-{channel}-{n}", channel=channel, received_at=at,
+                   body={"order_id": f"A-{n}", "amount": Decimal("1.00")})
+
+
+async def test_get_delivery_with_history(store: Store) -> None:
+    await store.enqueue(order(1), [NewDelivery("sms", "+15551230001")])
+    (d,) = await store.claim("orders", "sms", 1, 30, "w")
+    await store.record([result(d.id, "w", "dead", error="21211 invalid To", error_code="21211")])
+    got = await store.get_delivery(d.id)
+    assert got is not None
+    assert (got.id, got.message_id, got.channel, got.destination, got.target, got.status,
+            got.attempts, got.last_error_code) == (d.id, d.message.id, "orders", "sms",
+                                                   "+15551230001", "dead", 1, "21211")
+    assert [(h.number, h.outcome, h.error) for h in got.history] == [
+        (1, "dead", "21211 invalid To")]
+    assert await store.get_delivery(d.id + 1000) is None
+
+
+async def test_list_messages_between_since_inclusive_and_until_exclusive(store: Store) -> None:
+    t0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    for i in range(5):
+        await store.enqueue(received(i, t0 + timedelta(hours=i)), [NewDelivery("sheet")])
+    await store.enqueue(received(9, t0 + timedelta(hours=2), channel="other"), [])
+    got = await store.list_messages("orders", since=t0 + timedelta(hours=1),
+                                    until=t0 + timedelta(hours=3))
+    assert [s.message.id for s in got] == ["m-orders-2", "m-orders-1"]  # newest first
+    assert [s.message.id for s in await store.list_messages(since=t0 + timedelta(hours=4))] == [
+        "m-orders-4"]
+    assert [s.message.id for s in await store.list_messages(
+        "orders", until=t0 + timedelta(hours=1))] == ["m-orders-0"]
+    both = await store.list_messages(since=t0 + timedelta(hours=2), until=t0 + timedelta(hours=3))
+    assert sorted(s.message.id for s in both) == ["m-orders-2", "m-other-9"]
+    limited = await store.list_messages("orders", limit=2, since=t0)
+    assert [s.message.id for s in limited] == ["m-orders-4", "m-orders-3"]
+    assert await store.list_messages("orders", since=t0 + timedelta(hours=3),
+                                     until=t0 + timedelta(hours=3)) == []
+
+
+async def test_add_deliveries_replays_an_existing_message(store: Store) -> None:
+    from alertpipe.store import MessageKey
+    m = order(1, "450.00")
+    await store.enqueue(m, [NewDelivery("sheet")], [MessageKey("dedupe", "A-1", 3600)])
+    (first,) = await store.claim("orders", "sheet", 1, 30, "w")
+    await store.record([result(first.id, "w", "delivered", remote_id="Orders!A2")])
+    ids = await store.add_deliveries(m.id, [NewDelivery("sms", "+15551230001"),
+                                            NewDelivery("sms", "+15551230002"),
+                                            NewDelivery("sheet")])
+    assert len(ids) == 3 and len(set(ids)) == 3 and first.id not in ids
+    stored = await store.get_message(m.id)
+    assert stored is not None and stored.status == "accepted"
+    by_id = {d.id: d for d in stored.deliveries}
+    assert by_id[first.id].status == "delivered"  # the original is untouched
+    assert [(by_id[i].destination, by_id[i].target, by_id[i].status, by_id[i].attempts)
+            for i in ids] == [("sms", "+15551230001", "pending", 0),
+                              ("sms", "+15551230002", "pending", 0), ("sheet", None, "pending", 0)]
+    sms = await store.claim("orders", "sms", 10, 30, "w")  # due now
+    assert sorted(d.id for d in sms) == sorted(ids[:2])
+    assert all(d.message.id == m.id and d.message.body["amount"] == Decimal("450.00")
+               for d in sms)
+    (sheet,) = await store.claim("orders", "sheet", 10, 30, "w")
+    assert sheet.id == ids[2] and sheet.attempts == 0
+
+
+async def test_add_deliveries_to_an_unknown_message_is_a_usage_error(store: Store) -> None:
+    from alertpipe.errors import UsageError
+    with pytest.raises(UsageError, match="no-such-id"):
+        await store.add_deliveries("no-such-id", [NewDelivery("sheet")])
+    assert await store.stats() == []
+
+
+async def test_requeue_dead_requeues_every_dead_delivery_of_a_channel(store: Store) -> None:
+    await store.enqueue(order(1), [NewDelivery("sheet"), NewDelivery("sms", "+15551230001")])
+    await store.enqueue(order(2), [NewDelivery("sheet")])
+    await store.enqueue(order(3), [NewDelivery("sheet")])
+    await store.enqueue(received(4, utcnow(), channel="other"), [NewDelivery("sheet")])
+    a, b, c = await store.claim("orders", "sheet", 10, 30, "w")
+    (s,) = await store.claim("orders", "sms", 10, 30, "w")
+    (o,) = await store.claim("other", "sheet", 10, 30, "w")
+    await store.record([result(a.id, "w", "dead", error="x"), result(b.id, "w", "dead"),
+                        result(c.id, "w", "delivered"), result(s.id, "w", "dead"),
+                        result(o.id, "w", "dead")])
+    assert await store.discard(b.id) is True
+    assert await store.requeue_dead("orders") == 2  # a and s; b is discarded, c delivered
+    statuses = {i: (await store.get_delivery(i)).status  # type: ignore[union-attr]
+                for i in (a.id, b.id, c.id, s.id, o.id)}
+    assert statuses == {a.id: "pending", b.id: "discarded", c.id: "delivered",
+                        s.id: "pending", o.id: "dead"}
+    (again,) = await store.claim("orders", "sheet", 10, 30, "w")
+    assert again.id == a.id and again.attempts == 1
+    assert await store.requeue_dead() == 1  # the other channel's
+    assert await store.requeue_dead() == 0
+    assert await store.list_dead() == []

@@ -9,6 +9,8 @@ from alertpipe.store.base import (
     AttemptRecord,
     AttemptResult,
     DeliveryRecord,
+    EnqueueResult,
+    MessageKey,
     NewDelivery,
     QueueStats,
     Store,
@@ -35,5 +37,6 @@ def open_store(url: str, *, base_dir: Path | None = None) -> Store:
                       "expected sqlite:///PATH or memory://", key="engine.store")
 
 
-__all__ = ["AttemptRecord", "AttemptResult", "DeliveryRecord", "MemoryStore", "NewDelivery",
+__all__ = ["AttemptRecord", "AttemptResult", "DeliveryRecord", "EnqueueResult", "MemoryStore",
+           "MessageKey", "NewDelivery",
            "QueueStats", "SQLiteStore", "Store", "StoredMessage", "open_store"]

@@ -36,6 +36,35 @@ class NewDelivery:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageKey:
+    """A key that makes a message unique within its channel for ``ttl_seconds``.
+
+    ``kind`` separates namespaces: ``idempotency`` (a client's Idempotency-Key; ``fingerprint``
+    is a hash of the request), ``dedupe`` (a business key such as the order id), ``event`` (a
+    webhook's own delivery id).
+    """
+
+    kind: str
+    key: str
+    ttl_seconds: float
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """What :meth:`Store.enqueue` did: stored a new message, or found a live key.
+
+    When ``created`` is False nothing was written; ``message_id`` is the message that holds the
+    key, ``conflict`` the key that matched and ``fingerprint`` what was stored with it.
+    """
+
+    message_id: str
+    created: bool = True
+    conflict: MessageKey | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptResult:
     """The outcome of one attempt at one claimed delivery.
 
@@ -128,11 +157,14 @@ class Store(Protocol):
     async def close(self) -> None:
         """Flush pending writes and release resources."""
 
-    async def enqueue(self, message: Message, deliveries: Sequence[NewDelivery]) -> None:
-        """Durably write a message and its delivery rows in one transaction.
+    async def enqueue(self, message: Message, deliveries: Sequence[NewDelivery],
+                      keys: Sequence[MessageKey] = ()) -> EnqueueResult:
+        """Durably write a message, its delivery rows and its keys in one transaction.
 
-        Returns only after the commit is on disk. Raises ``StoreUnavailable`` when the store
-        cannot accept right now.
+        If any of ``keys`` is already held (and not expired) by another message, nothing is
+        written and the result names that message. Checking and writing are atomic, so two
+        concurrent requests with one key store one message. Returns only after the commit is on
+        disk. Raises ``StoreUnavailable`` when the store cannot accept right now.
         """
 
     async def claim(
@@ -146,7 +178,9 @@ class Store(Protocol):
         lease was lost are ignored)."""
 
     async def release(self, delivery_ids: Sequence[int], owner: str) -> None:
-        """Give leased deliveries back without counting an attempt (graceful shutdown)."""
+        """Give leased deliveries back without counting an attempt (graceful shutdown). They
+        are marked ambiguous, as is a delivery reclaimed after its lease lapsed: a send may have
+        been under way, so the next attempt checks before sending again."""
 
     async def next_due(self, channel: str, destination: str) -> datetime | None:
         """When the earliest pending delivery of this destination becomes due, if any."""
@@ -154,10 +188,15 @@ class Store(Protocol):
     async def get_message(self, message_id: str) -> StoredMessage | None:
         """A message with its deliveries and their attempt history."""
 
+    async def get_delivery(self, delivery_id: int) -> DeliveryRecord | None:
+        """One delivery with its attempt history; ``None`` if there is no such delivery."""
+
     async def list_messages(
-        self, channel: str | None = None, limit: int = 50, before: datetime | None = None
+        self, channel: str | None = None, limit: int = 50, before: datetime | None = None,
+        since: datetime | None = None, until: datetime | None = None,
     ) -> list[StoredMessage]:
-        """Newest first."""
+        """Newest first (by ``received_at``, then id). ``before`` and ``until`` exclude messages
+        received at or after them; ``since`` includes messages received at it or later."""
 
     async def list_dead(self, channel: str | None = None, limit: int = 100) -> list[DeliveryRecord]:
         """Dead-lettered deliveries, newest first."""
@@ -167,6 +206,20 @@ class Store(Protocol):
 
     async def discard(self, delivery_id: int) -> bool:
         """Mark a dead delivery discarded. False if not found or not dead."""
+
+    async def add_deliveries(self, message_id: str,
+                             deliveries: Sequence[NewDelivery]) -> list[int]:
+        """Add new pending delivery rows, due now, to a stored message (a replay); return their
+        ids in order. The message itself, its keys and its status are unchanged, and no key is
+        checked: a replay is a new delivery of an existing message, not a new message. Raises
+        ``UsageError`` if the message does not exist."""
+
+    async def requeue_dead(self, channel: str | None = None) -> int:
+        """Make every dead delivery (of ``channel``, or of all channels) pending again, due now;
+        return how many. Discarded deliveries are left alone."""
+
+    async def backlog(self, channel: str) -> int:
+        """How many deliveries of the channel are pending or in flight."""
 
     async def stats(self) -> list[QueueStats]:
         """Queue depth per channel and destination."""

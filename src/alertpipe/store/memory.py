@@ -9,13 +9,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from alertpipe.destinations.base import Delivery
-from alertpipe.errors import StoreUnavailable
+from alertpipe.errors import StoreUnavailable, UsageError
 from alertpipe.message import Message, utcnow
 from alertpipe.store.base import (
     TERMINAL,
     AttemptRecord,
     AttemptResult,
     DeliveryRecord,
+    EnqueueResult,
+    MessageKey,
     NewDelivery,
     QueueStats,
     StoredMessage,
@@ -28,6 +30,7 @@ class _Row:
     lease_until: datetime | None = None
     lease_owner: str | None = None
     history: list[AttemptRecord] = field(default_factory=list)
+    last_ambiguous: bool = False
 
 
 class MemoryStore:
@@ -39,6 +42,7 @@ class MemoryStore:
         self._messages: dict[str, tuple[Message, str]] = {}
         self._rows: dict[int, _Row] = {}
         self._ids = itertools.count(1)
+        self._keys: dict[tuple[str, str, str], tuple[str, str | None, datetime]] = {}
         self.fail_writes = False
 
     async def open(self) -> None:
@@ -51,11 +55,20 @@ class MemoryStore:
         if self.fail_writes:
             raise StoreUnavailable("memory store set to refuse writes", retry_after=1.0)
 
-    async def enqueue(self, message: Message, deliveries: Sequence[NewDelivery]) -> None:
+    async def enqueue(self, message: Message, deliveries: Sequence[NewDelivery],
+                      keys: Sequence[MessageKey] = ()) -> EnqueueResult:
         self._check_writable()
         if message.id in self._messages:
             raise StoreUnavailable(f"message id {message.id} already stored")
         now = utcnow()
+        for k in keys:
+            held = self._keys.get((message.channel, k.kind, k.key))
+            if held is not None and held[2] > now:
+                return EnqueueResult(message_id=held[0], created=False, conflict=k,
+                                     fingerprint=held[1])
+        for k in keys:
+            self._keys[(message.channel, k.kind, k.key)] = (
+                message.id, k.fingerprint, now + timedelta(seconds=k.ttl_seconds))
         self._messages[message.id] = (message, "accepted" if deliveries else "filtered")
         for d in deliveries:
             i = next(self._ids)
@@ -63,6 +76,7 @@ class MemoryStore:
                 id=i, message_id=message.id, channel=message.channel, destination=d.destination,
                 target=d.target, status="pending", attempts=0, created_at=now,
                 next_attempt_at=now, updated_at=now))
+        return EnqueueResult(message_id=message.id)
 
     def _due(self, row: _Row, now: datetime) -> bool:
         r = row.rec
@@ -80,12 +94,15 @@ class MemoryStore:
         due.sort(key=lambda row: (row.rec.next_attempt_at, row.rec.id))
         out: list[Delivery] = []
         for row in due[:limit]:
+            if row.rec.status == "in_flight":  # a lapsed lease: the last holder may have sent it
+                row.last_ambiguous = True
             row.rec = replace(row.rec, status="in_flight", updated_at=now)
             row.lease_until = now + timedelta(seconds=lease_seconds)
             row.lease_owner = owner
             msg = self._messages[row.rec.message_id][0]
             out.append(Delivery(id=row.rec.id, message=msg, destination=destination,
-                                target=row.rec.target, attempts=row.rec.attempts))
+                                target=row.rec.target, attempts=row.rec.attempts,
+                                ambiguous=row.last_ambiguous))
         return out
 
     async def record(self, results: Sequence[AttemptResult]) -> int:
@@ -110,6 +127,7 @@ class MemoryStore:
                 else row.rec.last_error_code)
             row.lease_owner = None
             row.lease_until = None
+            row.last_ambiguous = res.ambiguous
             applied += 1
         return applied
 
@@ -117,6 +135,7 @@ class MemoryStore:
         for i in delivery_ids:
             row = self._rows.get(i)
             if row and row.rec.status == "in_flight" and row.lease_owner == owner:
+                row.last_ambiguous = True  # a send may have been cut off mid-flight
                 row.rec = replace(row.rec, status="pending", updated_at=utcnow())
                 row.lease_owner = None
                 row.lease_until = None
@@ -142,11 +161,18 @@ class MemoryStore:
         return StoredMessage(message=found[0], status=found[1],
                              deliveries=sorted(rows, key=lambda r: r.id))
 
+    async def get_delivery(self, delivery_id: int) -> DeliveryRecord | None:
+        row = self._rows.get(delivery_id)
+        return None if row is None else self._with_history(row)
+
     async def list_messages(self, channel: str | None = None, limit: int = 50,
-                            before: datetime | None = None) -> list[StoredMessage]:
+                            before: datetime | None = None, since: datetime | None = None,
+                            until: datetime | None = None) -> list[StoredMessage]:
         msgs = [m for m, _ in self._messages.values()
                 if (channel is None or m.channel == channel)
-                and (before is None or m.received_at < before)]
+                and (before is None or m.received_at < before)
+                and (since is None or m.received_at >= since)
+                and (until is None or m.received_at < until)]
         msgs.sort(key=lambda m: (m.received_at, m.id), reverse=True)
         out = []
         for m in msgs[:limit]:
@@ -177,6 +203,38 @@ class MemoryStore:
             return False
         row.rec = replace(row.rec, status="discarded", updated_at=utcnow())
         return True
+
+    async def add_deliveries(self, message_id: str,
+                             deliveries: Sequence[NewDelivery]) -> list[int]:
+        self._check_writable()
+        found = self._messages.get(message_id)
+        if found is None:
+            raise UsageError(f"no message with id {message_id!r}")
+        message = found[0]
+        now = utcnow()
+        ids = []
+        for d in deliveries:
+            i = next(self._ids)
+            self._rows[i] = _Row(DeliveryRecord(
+                id=i, message_id=message_id, channel=message.channel, destination=d.destination,
+                target=d.target, status="pending", attempts=0, created_at=now,
+                next_attempt_at=now, updated_at=now))
+            ids.append(i)
+        return ids
+
+    async def requeue_dead(self, channel: str | None = None) -> int:
+        self._check_writable()
+        now = utcnow()
+        n = 0
+        for row in self._rows.values():
+            if row.rec.status == "dead" and (channel is None or row.rec.channel == channel):
+                row.rec = replace(row.rec, status="pending", next_attempt_at=now, updated_at=now)
+                n += 1
+        return n
+
+    async def backlog(self, channel: str) -> int:
+        return sum(1 for r in self._rows.values()
+                   if r.rec.channel == channel and r.rec.status in ("pending", "in_flight"))
 
     async def stats(self) -> list[QueueStats]:
         groups: dict[tuple[str, str], list[DeliveryRecord]] = {}

@@ -17,13 +17,15 @@ from typing import Any, TypeVar
 
 from alertpipe import jsoncodec
 from alertpipe.destinations.base import Delivery
-from alertpipe.errors import StoreError, StoreUnavailable
+from alertpipe.errors import StoreError, StoreUnavailable, UsageError
 from alertpipe.message import Message
 from alertpipe.store import sqlite_sql as q
 from alertpipe.store.base import (
     AttemptRecord,
     AttemptResult,
     DeliveryRecord,
+    EnqueueResult,
+    MessageKey,
     NewDelivery,
     QueueStats,
     StoredMessage,
@@ -122,21 +124,32 @@ class SQLiteStore:
         return (self._writer.groups, self._writer.ops) if self._writer else (0, 0)
 
     # -- operations ---------------------------------------------------------------------
-    async def enqueue(self, message: Message, deliveries: Sequence[NewDelivery]) -> None:
-        row = (message.id, message.channel, to_us(message.received_at),
-               jsoncodec.dumps(message.body), message.raw, jsoncodec.dumps(dict(message.meta)),
-               "accepted" if deliveries else "filtered")
+    async def enqueue(self, message: Message, deliveries: Sequence[NewDelivery],
+                      keys: Sequence[MessageKey] = ()) -> EnqueueResult:
         ts = to_us(message.received_at)
+        row = (message.id, message.channel, ts, jsoncodec.dumps(message.body), message.raw,
+               jsoncodec.dumps(dict(message.meta)), "accepted" if deliveries else "filtered")
         drows = [(message.id, message.channel, d.destination, d.target, ts, ts, ts)
                  for d in deliveries]
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> EnqueueResult:
+            now = now_us()
+            for k in keys:
+                held = conn.execute(q.FIND_KEY, (message.channel, k.kind, k.key, now)).fetchone()
+                if held is not None:
+                    return EnqueueResult(message_id=held[0], created=False, conflict=k,
+                                         fingerprint=held[1])
             conn.execute(q.INSERT_MESSAGE, row)
             if drows:
                 conn.executemany(q.INSERT_DELIVERY, drows)
+            if keys:
+                conn.executemany(q.PUT_KEY, [
+                    (message.channel, k.kind, k.key, k.fingerprint, message.id,
+                     now + int(k.ttl_seconds * 1e6)) for k in keys])
+            return EnqueueResult(message_id=message.id)
 
         try:
-            await self._write(op)
+            return await self._write(op)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"store write failed: {exc}") from exc
 
@@ -156,7 +169,7 @@ class SQLiteStore:
         if missing:  # the reader may lag the writer by one commit; read from the writer
             msgs.update(await self._write(lambda c: q.load_messages(c, missing)))
         out = [Delivery(id=r[0], message=msgs[r[1]], destination=destination, target=r[2],
-                        attempts=r[3]) for r in rows]
+                        attempts=r[3], ambiguous=bool(r[4])) for r in rows]
         out.sort(key=lambda d: d.id)
         return out
 
@@ -168,7 +181,7 @@ class SQLiteStore:
                 nxt = to_us(r.next_attempt_at) if r.next_attempt_at else None
                 cur = conn.execute(q.RECORD, (status, to_us(r.finished_at), nxt, r.remote_id,
                                               r.outcome, r.error, r.outcome, r.error_code,
-                                              r.delivery_id, r.lease_owner))
+                                              int(r.ambiguous), r.delivery_id, r.lease_owner))
                 got = cur.fetchone()
                 if got is None:
                     continue
@@ -200,10 +213,16 @@ class SQLiteStore:
     async def get_message(self, message_id: str) -> StoredMessage | None:
         return await self._read(lambda c: q.load_stored(c, message_id))
 
+    async def get_delivery(self, delivery_id: int) -> DeliveryRecord | None:
+        return await self._read(lambda c: q.load_delivery(c, delivery_id))
+
     async def list_messages(self, channel: str | None = None, limit: int = 50,
-                            before: datetime | None = None) -> list[StoredMessage]:
+                            before: datetime | None = None, since: datetime | None = None,
+                            until: datetime | None = None) -> list[StoredMessage]:
         b = to_us(before) if before else None
-        return await self._read(lambda c: q.list_stored(c, channel, limit, b))
+        s = to_us(since) if since else None
+        u = to_us(until) if until else None
+        return await self._read(lambda c: q.list_stored(c, channel, limit, b, s, u))
 
     async def list_dead(self, channel: str | None = None, limit: int = 100) -> list[DeliveryRecord]:
         return await self._read(lambda c: q.list_dead(c, channel, limit))
@@ -215,6 +234,35 @@ class SQLiteStore:
     async def discard(self, delivery_id: int) -> bool:
         return await self._write(
             lambda c: c.execute(q.DISCARD, (now_us(), delivery_id)).rowcount == 1)
+
+    async def add_deliveries(self, message_id: str,
+                             deliveries: Sequence[NewDelivery]) -> list[int]:
+        rows = list(deliveries)
+
+        def op(conn: sqlite3.Connection) -> list[int]:
+            found = conn.execute(q.MESSAGE_CHANNEL, (message_id,)).fetchone()
+            if found is None:
+                raise UsageError(f"no message with id {message_id!r}")
+            now = now_us()
+            return [int(conn.execute(q.INSERT_DELIVERY + " RETURNING id",
+                                     (message_id, found[0], d.destination, d.target, now, now,
+                                      now)).fetchone()[0])
+                    for d in rows]
+
+        try:
+            return await self._write(op)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store write failed: {exc}") from exc
+
+    async def requeue_dead(self, channel: str | None = None) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            now = now_us()
+            return int(conn.execute(q.REQUEUE_DEAD, (now, now, channel, channel)).rowcount)
+
+        return await self._write(op)
+
+    async def backlog(self, channel: str) -> int:
+        return await self._read(lambda c: int(c.execute(q.BACKLOG, (channel,)).fetchone()[0]))
 
     async def stats(self) -> list[QueueStats]:
         return await self._read(q.stats)

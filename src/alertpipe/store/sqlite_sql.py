@@ -57,6 +57,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX attempts_delivery ON attempts(delivery_id);
     CREATE TABLE heartbeat (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
     """,
+    """
+    ALTER TABLE deliveries ADD COLUMN last_ambiguous INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE message_keys (
+        channel TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT,
+        message_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (channel, kind, key)
+    );
+    CREATE INDEX message_keys_expiry ON message_keys(expires_at);
+    """,
 ]
 
 
@@ -84,28 +97,30 @@ INSERT_MESSAGE = ("INSERT INTO messages(id, channel, received_at, body, raw, met
 INSERT_DELIVERY = ("INSERT INTO deliveries(message_id, channel, destination, target, created_at, "
                    "next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
 CLAIM = """
-UPDATE deliveries SET status = 'in_flight', lease_until = ?, lease_owner = ?, updated_at = ?
+UPDATE deliveries SET status = 'in_flight', lease_until = ?, lease_owner = ?, updated_at = ?,
+    last_ambiguous = CASE WHEN status = 'in_flight' THEN 1 ELSE last_ambiguous END
 WHERE id IN (
     SELECT id FROM deliveries
     WHERE channel = ? AND destination = ?
       AND ((status = 'pending' AND next_attempt_at <= ?)
            OR (status = 'in_flight' AND lease_until < ?))
     ORDER BY next_attempt_at, id LIMIT ?)
-RETURNING id, message_id, target, attempts
+RETURNING id, message_id, target, attempts, last_ambiguous
 """
 RECORD = """
 UPDATE deliveries SET status = ?, attempts = attempts + 1, updated_at = ?,
     next_attempt_at = COALESCE(?, next_attempt_at), remote_id = COALESCE(?, remote_id),
     last_error = CASE WHEN ? = 'delivered' THEN last_error ELSE ? END,
     last_error_code = CASE WHEN ? = 'delivered' THEN last_error_code ELSE ? END,
-    lease_owner = NULL, lease_until = NULL
+    lease_owner = NULL, lease_until = NULL, last_ambiguous = ?
 WHERE id = ? AND status = 'in_flight' AND lease_owner = ?
 RETURNING attempts
 """
 INSERT_ATTEMPT = ("INSERT INTO attempts(delivery_id, number, started_at, finished_at, outcome, "
                   "remote_id, error, error_code, ambiguous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 RELEASE = ("UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL, "
-           "updated_at = ? WHERE id = ? AND status = 'in_flight' AND lease_owner = ?")
+           "last_ambiguous = 1, updated_at = ? "
+           "WHERE id = ? AND status = 'in_flight' AND lease_owner = ?")
 NEXT_DUE = """
 SELECT MIN(t) FROM (
     SELECT MIN(next_attempt_at) AS t FROM deliveries
@@ -118,6 +133,16 @@ REQUEUE = ("UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updat
            "WHERE id = ? AND status IN ('dead', 'discarded')")
 DISCARD = ("UPDATE deliveries SET status = 'discarded', updated_at = ? "
            "WHERE id = ? AND status = 'dead'")
+REQUEUE_DEAD = ("UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? "
+                "WHERE status = 'dead' AND (? IS NULL OR channel = ?)")
+MESSAGE_CHANNEL = "SELECT channel FROM messages WHERE id = ?"
+FIND_KEY = ("SELECT message_id, fingerprint FROM message_keys "
+            "WHERE channel = ? AND kind = ? AND key = ? AND expires_at > ?")
+PUT_KEY = ("INSERT OR REPLACE INTO message_keys(channel, kind, key, fingerprint, message_id, "
+           "expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+PRUNE_KEYS = "DELETE FROM message_keys WHERE expires_at <= ?"
+BACKLOG = ("SELECT COUNT(*) FROM deliveries WHERE channel = ? "
+           "AND status IN ('pending', 'in_flight')")
 PING = "INSERT OR REPLACE INTO heartbeat(id, at) VALUES (1, ?)"
 
 _DELIVERY_COLS = ("id, message_id, channel, destination, target, status, attempts, created_at, "
@@ -172,8 +197,15 @@ def load_stored(conn: sqlite3.Connection, message_id: str) -> StoredMessage | No
                          deliveries=[_delivery(conn, r) for r in rows])
 
 
+def load_delivery(conn: sqlite3.Connection, delivery_id: int) -> DeliveryRecord | None:
+    row = conn.execute(f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE id = ?",
+                       (delivery_id,)).fetchone()
+    return None if row is None else _delivery(conn, row)
+
+
 def list_stored(conn: sqlite3.Connection, channel: str | None, limit: int,
-                before: int | None) -> list[StoredMessage]:
+                before: int | None, since: int | None = None,
+                until: int | None = None) -> list[StoredMessage]:
     sql = "SELECT id FROM messages WHERE 1 = 1"
     args: list[Any] = []
     if channel is not None:
@@ -182,6 +214,12 @@ def list_stored(conn: sqlite3.Connection, channel: str | None, limit: int,
     if before is not None:
         sql += " AND received_at < ?"
         args.append(before)
+    if since is not None:
+        sql += " AND received_at >= ?"
+        args.append(since)
+    if until is not None:
+        sql += " AND received_at < ?"
+        args.append(until)
     sql += " ORDER BY received_at DESC, id DESC LIMIT ?"
     args.append(limit)
     out = []
