@@ -25,7 +25,9 @@ from alertpipe.message import Message
 class Delivery:
     """One message on its way to one destination (and, for fan-out, one target such as a phone).
 
-    ``attempts`` counts the attempts already made before the current one.
+    ``attempts`` counts the attempts already made before the current one. ``ambiguous`` is true
+    when the previous attempt may have taken effect (a timeout after the request was sent): a
+    destination that can look the effect up should do so before sending again.
     """
 
     id: int
@@ -33,6 +35,7 @@ class Delivery:
     destination: str
     target: str | None
     attempts: int
+    ambiguous: bool = False
 
 
 @dataclass(frozen=True, slots=True)

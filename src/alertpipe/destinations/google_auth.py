@@ -26,10 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,30 +36,13 @@ import google.auth.transport
 import httpx
 from google.oauth2 import service_account
 
+from alertpipe.destinations._http import parse_retry_after
 from alertpipe.errors import CredentialsError, PermanentError, RetryableError, UsageError
 
 #: Token-endpoint answers that google-auth would retry by itself; we end its loop instead.
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _RETRYABLE_OAUTH_ERRORS = frozenset({"internal_failure", "server_error", "temporarily_unavailable"})
 _REQUIRED_KEYS = ("client_email", "private_key", "token_uri")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or ``None``."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 class TokenEndpointUnavailable(google.auth.exceptions.TransportError):

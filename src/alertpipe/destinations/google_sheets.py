@@ -10,18 +10,42 @@ Authentication is google-auth's service-account flow, run through the engine's H
 :mod:`alertpipe.destinations.google_auth`. A 401 from Sheets triggers exactly one forced token
 refresh and one immediate re-send; a second 401 is permanent. Nothing else is retried here.
 
-Delivery is at-least-once: a batch may reach the sheet twice (say, after a read timeout). The
-``message_id`` column is what lets such duplicates be found later, so keep it in ``columns``.
+Delivery is at-least-once; the ``message_id`` column turns it into exactly-once rows. When ANY
+delivery of a batch is ``ambiguous`` (its previous attempt may have appended: a read timeout, a
+dropped connection, a 5xx), ``send_batch`` first reads that one column back::
+
+    GET {api_base}/v4/spreadsheets/{id}/values/{column range}
+        ?majorDimension=ROWS&valueRenderOption=UNFORMATTED_VALUE
+
+The column range is the ``message_id`` column of the configured range, open-ended downwards:
+``Orders!A:G`` with message_id second -> ``Orders!B:B``; ``Orders`` -> ``Orders!B:B``;
+``'My Orders'!C5:I`` -> ``'My Orders'!D5:D``. Deliveries whose id is already in the column get
+``Sent(remote_id=<that row, e.g. Orders!A7:G7>, detail=READ_BACK_DETAIL)``; only the others are
+appended, in one call (none at all when every one was found). The read-back costs one extra read
+request (Sheets' separate read quota) and only after ambiguous failures; it reads the whole
+column, so its size grows with the sheet. Without a ``message_id`` column there is nothing to
+look for: the batch is appended as usual and may be duplicated.
+
+A read-back error is mapped like an append error (below) and applies to the whole batch, nothing
+appended. Any error of a batch that held an ambiguous delivery is itself reported ambiguous, so
+the next attempt reads back again (the engine remembers only the last attempt's flag).
+
+Residual risk: nil for rows (the id in the sheet is the proof, and values.get is consistent with
+values.append) except (a) someone edits or deletes rows or the id column, (b) columns are
+reordered in the config between attempts, or (c) the earlier append is still in flight on
+Google's side when the read-back runs (the engine's backoff makes this unlikely, not impossible).
 
 Error mapping (Google's error body is ``{"error": {"code", "message", "status"}}``)::
 
-    200                       -> Sent(remote_id=updates.updatedRange) for every delivery
+    200                       -> Sent(remote_id=updates.updatedRange, detail=<its row>)
     401, then 401 again       -> PermanentError(code=401)
     429                       -> RetryableError(retry_after=Retry-After, code=429)
     5xx                       -> RetryableError(code=status, ambiguous=True)
     400 / 403 / 404 / other   -> PermanentError(code=status), message has Google's message+status
     ConnectError/ConnectTimeout/PoolTimeout -> RetryableError (not ambiguous)
     read timeout, dropped connection        -> RetryableError(ambiguous=True)
+
+The same mapping (and the same single 401 refresh) applies to the read-back request.
 """
 
 from __future__ import annotations
@@ -30,7 +54,8 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -41,17 +66,27 @@ from pydantic import ConfigDict, Field
 
 from alertpipe import jsoncodec
 from alertpipe.destinations import register
+from alertpipe.destinations._http import keep_ambiguous, parse_retry_after, transport_error
 from alertpipe.destinations.base import Delivery, Destination, DestinationConfig, Outcome, Sent
-from alertpipe.destinations.google_auth import TokenSource, load_service_account, parse_retry_after
-from alertpipe.errors import ConfigError, PermanentError, RetryableError, UsageError
+from alertpipe.destinations.google_auth import TokenSource, load_service_account
+from alertpipe.errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentError,
+    RetryableError,
+    UsageError,
+)
 from alertpipe.message import Message
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COLUMNS = ["received_at", "message_id", "order_id", "customer", "amount", "currency",
                    "high_value"]
+#: ``Sent.detail`` of a delivery found in the sheet by the read-back (counted by the engine).
+READ_BACK_DETAIL = "already in the sheet (found by read-back after an ambiguous failure)"
 _MISSING = object()
 _RANGE = re.compile(r"^(?P<sheet>.+)!(?P<c1>[A-Z]+)(?P<r1>\d+)(?::(?P<c2>[A-Z]+)(?P<r2>\d+))?$")
+_CELLS = re.compile(r"^(?P<c1>[A-Za-z]{0,3})(?P<r1>\d*)(?::(?P<c2>[A-Za-z]{0,3})(?P<r2>\d*))?$")
 
 
 class GoogleSheetsConfig(DestinationConfig):
@@ -99,6 +134,7 @@ class GoogleSheetsDestination(Destination):
                               "(set SHEETS_SPREADSHEET_ID)", key="spreadsheet_id")
         if not self.config.range.strip():
             raise ConfigError("google_sheets: range is empty", key="range")
+        self.id_column()
         self._token_source()
 
     async def start(self, http: httpx.AsyncClient) -> None:
@@ -128,30 +164,94 @@ class GoogleSheetsDestination(Destination):
         raise outcome
 
     async def send_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """Append one row per delivery in one call, after a read-back if any is ambiguous."""
         if not deliveries:
             return []
         if self.http is None:
             raise UsageError(f"destination {self.name!r}: send_batch() before start()")
-        tokens = self._token_source()
+        ambiguous = any(d.ambiguous for d in deliveries)
+        try:
+            found = await self._read_back(deliveries) if ambiguous else {}
+            todo = [d for d in deliveries if d.message.id not in found]
+            appended = iter(await self._append_rows(todo) if todo else [])
+        except DeliveryError as exc:
+            keep_ambiguous(exc, ambiguous)
+            raise
+        if found:
+            log.info("read-back found %d of %d rows already in %s", len(found),
+                     len(deliveries), self.config.range)
+        return [Sent(remote_id=found[d.message.id], detail=READ_BACK_DETAIL)
+                if d.message.id in found else next(appended) for d in deliveries]
+
+    async def _append_rows(self, deliveries: Sequence[Delivery]) -> list[Sent]:
         rows = [self.row(d.message) for d in deliveries]
         content = jsoncodec.dumps(
             {"range": self.config.range, "majorDimension": "ROWS", "values": rows}
         ).encode("utf-8")
+        response = await self._authorized(lambda token: self._append(content, token))
+        updated = _updated_range(response)
+        log.debug("appended %d rows to %s", len(rows), updated)
+        return [Sent(remote_id=updated, detail=_row_range(updated, i, len(rows)))
+                for i in range(len(rows))]
+
+    async def _read_back(self, deliveries: Sequence[Delivery]) -> dict[str, str]:
+        """``{message id: its row range}`` for the batch's ids already in the id column."""
+        column = self.id_column()
+        if column is None:
+            return {}
+        cfg = self.config
+        url = (f"{cfg.api_base.rstrip('/')}/v4/spreadsheets/{quote(cfg.spreadsheet_id, safe='')}"
+               f"/values/{quote(column.a1, safe='')}")
+        response = await self._authorized(lambda token: self._get(url, token))
+        data = _json_object(response)
+        values = data.get("values")
+        cells: list[Any] = []
+        if isinstance(values, list):
+            if data.get("majorDimension") == "COLUMNS":
+                cells = list(values[0]) if values and isinstance(values[0], list) else []
+            else:
+                cells = [row[0] if isinstance(row, list) and row else None for row in values]
+        sheet, first_row = column.sheet, column.first_row or 1
+        echoed = _RANGE.match(str(data.get("range") or ""))
+        if echoed:
+            sheet, first_row = echoed["sheet"], int(echoed["r1"])
+        wanted = {d.message.id for d in deliveries}
+        found: dict[str, str] = {}
+        for offset, cell in enumerate(cells):
+            value = cell if isinstance(cell, str) else None
+            if value in wanted and value not in found:
+                found[value] = column.row_range(sheet, first_row + offset)
+        return found
+
+    def id_column(self) -> _IdColumn | None:
+        """Where the ``message_id`` column lives in the configured range (None: not configured).
+
+        Raises ``ConfigError`` when the range cannot be understood.
+        """
+        if "message_id" not in self.config.columns:
+            return None
+        sheet, first_col, first_row = _parse_range(self.config.range)
+        return _IdColumn(sheet, first_col, first_row,
+                         first_col + self.config.columns.index("message_id"),
+                         len(self.config.columns))
+
+    async def _authorized(
+            self, call: Callable[[str], Awaitable[httpx.Response]]) -> httpx.Response:
+        """``call(token)``; on 401 one forced refresh and one re-call; errors mapped."""
+        assert self.http is not None
+        tokens = self._token_source()
         token = await tokens.token(self.http)
-        response = await self._append(content, token)
+        response = await call(token)
         if response.status_code == 401:
             token = await tokens.refresh_rejected(self.http, token)
-            response = await self._append(content, token)
+            response = await call(token)
             if response.status_code == 401:
                 raise PermanentError(
                     f"Google Sheets 401 {_google_error(response)} (after a fresh token for "
                     f"{tokens.email})", code=401)
         if not response.is_success:
             raise _status_error(response)
-        updated = _updated_range(response)
-        log.debug("appended %d rows to %s", len(rows), updated)
-        return [Sent(remote_id=updated, detail=_row_range(updated, i, len(rows)))
-                for i in range(len(rows))]
+        return response
 
     async def _append(self, content: bytes, token: str) -> httpx.Response:
         assert self.http is not None
@@ -166,12 +266,106 @@ class GoogleSheetsDestination(Destination):
                          "Content-Type": "application/json; charset=utf-8"},
             )
         except httpx.HTTPError as exc:
-            raise _transport_error(exc) from exc
+            raise transport_error(exc, "Google Sheets") from exc
+
+    async def _get(self, url: str, token: str) -> httpx.Response:
+        assert self.http is not None
+        try:
+            return await self.http.get(
+                url, timeout=self.config.timeout_seconds,
+                params={"majorDimension": "ROWS", "valueRenderOption": "UNFORMATTED_VALUE"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, "Google Sheets") from exc
 
     # -- rows ------------------------------------------------------------------------------
     def row(self, message: Message) -> list[Any]:
         """The sheet row for ``message``, one cell per configured column."""
         return [_cell(_column_value(message, column)) for column in self.config.columns]
+
+
+@dataclass(frozen=True, slots=True)
+class _IdColumn:
+    """The message-id column of a configured range.
+
+    ``sheet`` is the sheet part as written ("" when the range names none); columns are 0-based;
+    ``first_row`` is 1-based, or None when the range has no row bound.
+    """
+
+    sheet: str
+    first_col: int
+    first_row: int | None
+    col: int
+    width: int
+
+    @property
+    def a1(self) -> str:
+        """The column as an A1 range, open-ended downwards: ``Orders!B:B``, ``Orders!B5:B``."""
+        letters = _letters(self.col)
+        top = "" if self.first_row is None else str(self.first_row)
+        return f"{self.sheet}!{letters}{top}:{letters}" if self.sheet else \
+            f"{letters}{top}:{letters}"
+
+    def row_range(self, sheet: str, row: int) -> str:
+        """The configured columns of one row: ``Orders!A7:G7``."""
+        cells = (f"{_letters(self.first_col)}{row}:"
+                 f"{_letters(self.first_col + self.width - 1)}{row}")
+        return f"{sheet}!{cells}" if sheet else cells
+
+
+def _parse_range(text: str) -> tuple[str, int, int | None]:
+    """``(sheet part as written, first column 0-based, first row 1-based or None)``.
+
+    ``Orders`` and ``'My Orders'`` are whole sheets; ``A:G``/``A1:G`` without ``!`` are cells of
+    the first sheet. A bare word without digits or a colon (``Log``) is taken as a sheet name.
+    """
+    text = text.strip()
+    bad = ConfigError(f"google_sheets: cannot understand range {text!r} (expected A1 notation "
+                      "such as Sheet1!A:G)", key="range")
+    if text.startswith("'"):
+        i = 1
+        while True:
+            q = text.find("'", i)
+            if q < 0:
+                raise bad
+            if text[q + 1:q + 2] != "'":
+                break
+            i = q + 2
+        sheet, rest = text[:q + 1], text[q + 1:]
+        if rest and not rest.startswith("!"):
+            raise bad
+        cells = rest[1:]
+    elif "!" in text:
+        sheet, cells = text.rsplit("!", 1)
+    elif _CELLS.match(text) and (":" in text or any(c.isdigit() for c in text)):
+        sheet, cells = "", text
+    else:
+        sheet, cells = text, ""
+    if not cells:
+        return sheet, 0, None
+    match = _CELLS.match(cells)
+    if match is None or not (match["c1"] or match["r1"]):
+        raise bad
+    return (sheet, _column_index(match["c1"]) if match["c1"] else 0,
+            int(match["r1"]) if match["r1"] else None)
+
+
+def _letters(index: int) -> str:
+    """0 -> ``A``, 25 -> ``Z``, 26 -> ``AA``."""
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+def _column_index(letters: str) -> int:
+    value = 0
+    for char in letters.upper():
+        value = value * 26 + ord(char) - 64
+    return value - 1
 
 
 def _column_value(message: Message, column: str) -> Any:
@@ -254,11 +448,12 @@ def _status_error(response: httpx.Response) -> RetryableError | PermanentError:
     return PermanentError(text, code=status)
 
 
-def _transport_error(exc: httpx.HTTPError) -> RetryableError:
-    """Never reached the server (connect, pool) -> not ambiguous; anything later -> ambiguous."""
-    unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    return RetryableError(f"Google Sheets request failed: {type(exc).__name__}",
-                          ambiguous=not unsent)
+def _json_object(response: httpx.Response) -> Mapping[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, Mapping) else {}
 
 
 def _updated_range(response: httpx.Response) -> str | None:
@@ -278,4 +473,4 @@ def _row_range(updated: str | None, index: int, count: int) -> str:
     return f"{match['sheet']}!{match['c1']}{row}:{match['c2'] or match['c1']}{row}"
 
 
-__all__ = ["DEFAULT_COLUMNS", "GoogleSheetsConfig", "GoogleSheetsDestination"]
+__all__ = ["DEFAULT_COLUMNS", "READ_BACK_DETAIL", "GoogleSheetsConfig", "GoogleSheetsDestination"]

@@ -4,9 +4,42 @@ Fan-out happens at intake: :meth:`TwilioSmsDestination.targets` returns every re
 the engine writes one delivery row per recipient. Each row succeeds, retries or dead-letters on
 its own, so a failure to one number never re-sends the text to the numbers that already got it.
 
-``send`` makes exactly one ``POST {api_base}/2010-04-01/Accounts/{sid}/Messages.json`` with HTTP
+``send`` makes one ``POST {api_base}/2010-04-01/Accounts/{sid}/Messages.json`` with HTTP
 Basic auth (``account_sid:auth_token`` or ``api_key:api_secret``). It is never retried here: a
 silent POST retry can text someone twice, so the engine decides, knowing ``ambiguous``.
+
+Lookup before a re-send. Twilio has no idempotency key. When ``delivery.ambiguous`` is true (the
+previous attempt may have created the message), ``send`` first lists::
+
+    GET {api_base}/2010-04-01/Accounts/{sid}/Messages.json
+        ?To=<target>&From=<from_number>&DateSent>=<received_at's UTC date minus one day>
+        &PageSize=50
+
+(``From`` is left out with a messaging service alone: the list has no service filter; the
+``messaging_service_sid`` of each result is compared instead), following ``next_page_uri`` for at
+most ``LOOKUP_MAX_PAGES`` pages. A message with the same ``to`` and exactly the same rendered
+``body`` counts as the earlier attempt: ``Sent(remote_id=<its SID>, detail=FOUND_BY_LOOKUP)``,
+no POST. Lookup errors map like send errors (429/5xx retryable, 401 permanent). Any error of an
+ambiguous delivery is reported ambiguous again, so the next attempt looks up again.
+
+Residual duplicate risk (count it: ``Sent.detail == FOUND_BY_LOOKUP`` marks the suppressions):
+
+- a message created but not yet visible in the list: the list is eventually consistent, a
+  message still ``queued``/``accepted`` may have no ``date_sent`` and so miss the DateSent
+  filter, and an earlier request may still be in flight at Twilio -> a second text;
+- a body Twilio changed (trial-account prefix, a messaging service's smart encoding) -> no
+  match -> a second text; so is a match beyond the first ``LOOKUP_MAX_PAGES`` pages (more than
+  500 texts to that number since the day before the message arrived);
+- the opposite error: two identical texts legitimately sent to one number within the window
+  look like one, and the lookup wrongly suppresses the second. Put ``{message_id}`` (or a short
+  ref such as the order id) in ``template`` to make the match exact.
+
+SMS pumping cap. ``max_per_recipient_per_hour`` (default 30, 0 = no cap) bounds successful sends
+per recipient in a sliding hour. A send beyond it raises ``RetryableError(code="recipient_cap",
+retry_after=<seconds until the oldest send leaves the window>)`` without calling Twilio. The
+window lives in this destination instance: it is per process and starts empty on restart. Only
+confirmed sends count (a slot is held while a request is in flight and given back if it fails);
+a text that went out behind an ambiguous failure is counted once the lookup finds it.
 
 Error mapping (Twilio's error body is ``{"code", "message", "more_info", "status"}``)::
 
@@ -19,6 +52,7 @@ Error mapping (Twilio's error body is ``{"code", "message", "more_info", "status
     other 4xx                         -> PermanentError(code=<code or status>)
     ConnectError/ConnectTimeout/PoolTimeout -> RetryableError (not ambiguous)
     read timeout, RemoteProtocolError, …    -> RetryableError(ambiguous=True)
+    recipient cap reached                   -> RetryableError(code="recipient_cap")
 
 The text is ``template.format_map(fields)`` over the body plus ``message_id`` and ``channel``;
 a missing (or null) field renders as "" even with a format spec or an index
@@ -31,7 +65,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
@@ -39,11 +76,12 @@ import httpx
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from alertpipe.destinations import register
+from alertpipe.destinations._http import keep_ambiguous, parse_retry_after, transport_error
 from alertpipe.destinations.base import Delivery, Destination, DestinationConfig, Sent
-from alertpipe.destinations.google_auth import parse_retry_after
 from alertpipe.errors import (
     ConfigError,
     CredentialsError,
+    DeliveryError,
     PermanentError,
     RetryableError,
     UsageError,
@@ -56,6 +94,10 @@ DEFAULT_TEMPLATE = "High-value order {order_id}: ${amount} {currency} from {cust
 MAX_BODY = 1600
 #: Twilio error codes about the recipient or sender that no retry can fix.
 PERMANENT_CODES = frozenset({21211, 21408, 21606, 21608, 21610, 21612, 21614})
+#: ``Sent.detail`` of a delivery found by the lookup instead of sent again (counted by the engine).
+FOUND_BY_LOOKUP = "found by lookup after an ambiguous failure"
+LOOKUP_PAGE_SIZE = 50
+LOOKUP_MAX_PAGES = 10
 
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -86,6 +128,7 @@ class TwilioSmsConfig(DestinationConfig):
     max_requests_per_minute: float = Field(60, gt=0)
     concurrency: int = Field(2, ge=1)
     timeout_seconds: float = Field(10, gt=0)
+    max_per_recipient_per_hour: int = Field(30, ge=0)
 
     @field_validator("account_sid", "api_key", "from_number", "messaging_service_sid",
                      mode="before")
@@ -181,6 +224,54 @@ class _Blank(dict[str, Any]):
         return _EMPTY
 
 
+class RecipientWindow:
+    """Sends per recipient in a sliding window (default one hour), capped at ``cap`` (0: no cap).
+
+    Held in memory by one destination instance: per process, empty after a restart. A slot is
+    reserved before the request (so concurrent sends cannot overshoot) and released if the send
+    fails; ``clock`` is monotonic seconds.
+    """
+
+    def __init__(self, cap: int, *, period: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cap = cap
+        self.period = period
+        self.clock = clock
+        self._sends: dict[str, deque[float]] = {}
+
+    def reserve(self, recipient: str) -> float | None:
+        """Take a slot and return its stamp; ``None`` when uncapped. Raise when the cap is hit."""
+        if self.cap <= 0:
+            return None
+        now = self.clock()
+        sends = self._sends.setdefault(recipient, deque())
+        while sends and sends[0] <= now - self.period:
+            sends.popleft()
+        if len(sends) >= self.cap:
+            wait = max(0.0, sends[0] + self.period - now)
+            raise RetryableError(
+                f"twilio_sms: recipient cap of {self.cap} per hour reached for {recipient}; "
+                f"next slot in {wait:.0f}s", retry_after=wait, code="recipient_cap")
+        sends.append(now)
+        return now
+
+    def release(self, recipient: str, stamp: float | None) -> None:
+        """Give back a slot taken by :meth:`reserve` (the send did not happen)."""
+        sends = self._sends.get(recipient)
+        if stamp is None or sends is None:
+            return
+        try:
+            sends.remove(stamp)
+        except ValueError:
+            pass
+        if not sends:
+            del self._sends[recipient]
+
+    def count(self, recipient: str) -> int:
+        """Slots held for ``recipient`` (including expired ones not yet pruned)."""
+        return len(self._sends.get(recipient, ()))
+
+
 @register
 class TwilioSmsDestination(Destination):
     """Sends one SMS per delivery (one delivery per recipient) through Twilio's Messages API."""
@@ -199,6 +290,7 @@ class TwilioSmsDestination(Destination):
         self.batch_size = 1
         self.concurrency = config.concurrency
         self.max_requests_per_minute = config.max_requests_per_minute
+        self.recipient_window = RecipientWindow(config.max_per_recipient_per_hour)
         self._check_template()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -269,25 +361,90 @@ class TwilioSmsDestination(Destination):
             raise UsageError(f"destination {self.name!r}: send() before start()")
         if not delivery.target:
             raise PermanentError("twilio_sms: delivery has no recipient")
+        target, body = delivery.target, self.render(delivery.message)
+        try:
+            stamp = self.recipient_window.reserve(target)
+        except RetryableError as exc:
+            raise keep_ambiguous(exc, delivery.ambiguous) from None
+        try:
+            if delivery.ambiguous:
+                sid = await self._lookup(target, body, delivery)
+                if sid is not None:
+                    log.info("twilio message %s to %s found by lookup; not sent again", sid,
+                             target)
+                    return Sent(remote_id=sid, detail=FOUND_BY_LOOKUP)
+            return await self._create(target, body)
+        except BaseException as exc:
+            self.recipient_window.release(target, stamp)
+            if isinstance(exc, DeliveryError):
+                keep_ambiguous(exc, delivery.ambiguous)
+            raise
+
+    async def _create(self, target: str, body: str) -> Sent:
+        assert self.http is not None
         cfg = self.config
-        data = {"To": delivery.target, "Body": self.render(delivery.message)}
+        data = {"To": target, "Body": body}
         if cfg.messaging_service_sid:
             data["MessagingServiceSid"] = cfg.messaging_service_sid
         if cfg.from_number:
             data["From"] = cfg.from_number
-        url = f"{cfg.api_base.rstrip('/')}/2010-04-01/Accounts/{cfg.account_sid}/Messages.json"
         try:
-            response = await self.http.post(url, data=data, auth=self._auth(),
+            response = await self.http.post(self._messages_url(), data=data, auth=self._auth(),
                                             timeout=cfg.timeout_seconds)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc) from exc
+            raise transport_error(exc, "Twilio") from exc
         if response.is_success:
-            body = _json(response)
-            sid = body.get("sid")
-            log.debug("twilio message %s to %s", sid, delivery.target)
+            reply = _json(response)
+            sid = reply.get("sid")
+            log.debug("twilio message %s to %s", sid, target)
             return Sent(remote_id=str(sid) if sid else None,
-                        detail=str(body["status"]) if body.get("status") else None)
+                        detail=str(reply["status"]) if reply.get("status") else None)
         raise _status_error(response)
+
+    async def _lookup(self, target: str, body: str, delivery: Delivery) -> str | None:
+        """The SID of a message already created for this delivery, or ``None``."""
+        assert self.http is not None
+        cfg = self.config
+        received = delivery.message.received_at
+        received = (received if received.tzinfo else received.replace(tzinfo=UTC)).astimezone(UTC)
+        params = {"To": target, "DateSent>": (received - timedelta(days=1)).date().isoformat(),
+                  "PageSize": str(LOOKUP_PAGE_SIZE)}
+        if cfg.from_number:
+            params["From"] = cfg.from_number
+        url: str | None = self._messages_url()
+        query: dict[str, str] | None = params
+        for _ in range(LOOKUP_MAX_PAGES):
+            if url is None:
+                break
+            try:
+                response = await self.http.get(url, params=query, auth=self._auth(),
+                                               timeout=cfg.timeout_seconds)
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, "Twilio") from exc
+            if not response.is_success:
+                raise _status_error(response)
+            page = _json(response)
+            messages = page.get("messages")
+            for message in messages if isinstance(messages, list) else []:
+                if isinstance(message, Mapping) and self._same(message, target, body):
+                    return str(message["sid"])
+            next_uri = page.get("next_page_uri")
+            url = f"{cfg.api_base.rstrip('/')}{next_uri}" if isinstance(next_uri, str) \
+                and next_uri.startswith("/") else None
+            query = None  # next_page_uri carries the query (params={} would erase it)
+        return None
+
+    def _same(self, message: Mapping[str, Any], target: str, body: str) -> bool:
+        cfg = self.config
+        if not message.get("sid") or message.get("to") != target or message.get("body") != body:
+            return False
+        if cfg.from_number:
+            return message.get("from") == cfg.from_number
+        return message.get("messaging_service_sid") == cfg.messaging_service_sid
+
+    def _messages_url(self) -> str:
+        cfg = self.config
+        return f"{cfg.api_base.rstrip('/')}/2010-04-01/Accounts/{cfg.account_sid}/Messages.json"
 
 
 def _json(response: httpx.Response) -> Mapping[str, Any]:
@@ -318,10 +475,5 @@ def _status_error(response: httpx.Response) -> RetryableError | PermanentError:
     return PermanentError(text, code=code or status)
 
 
-def _transport_error(exc: httpx.HTTPError) -> RetryableError:
-    """Never reached Twilio (connect, pool) -> not ambiguous; anything later -> ambiguous."""
-    unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    return RetryableError(f"Twilio request failed: {type(exc).__name__}", ambiguous=not unsent)
-
-
-__all__ = ["DEFAULT_TEMPLATE", "PERMANENT_CODES", "TwilioSmsConfig", "TwilioSmsDestination"]
+__all__ = ["DEFAULT_TEMPLATE", "FOUND_BY_LOOKUP", "LOOKUP_MAX_PAGES", "PERMANENT_CODES",
+           "RecipientWindow", "TwilioSmsConfig", "TwilioSmsDestination"]

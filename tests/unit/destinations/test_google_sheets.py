@@ -27,7 +27,7 @@ from alertpipe import jsoncodec
 from alertpipe.destinations import REGISTRY, load_builtins
 from alertpipe.destinations.base import Delivery, Sent
 from alertpipe.destinations.google_auth import AsyncClientRequest
-from alertpipe.destinations.google_sheets import GoogleSheetsDestination
+from alertpipe.destinations.google_sheets import READ_BACK_DETAIL, GoogleSheetsDestination
 from alertpipe.emulators import EmulatorSettings, create_app
 from alertpipe.errors import (
     ConfigError,
@@ -73,12 +73,19 @@ def write_key(tmp_path: Path, private_pem: str, **overrides: Any) -> Path:
 
 
 class FakeGoogle:
-    """Token endpoint + values.append. Queued responses (or exceptions) are used first."""
+    """Token endpoint + values.append + values.get. Queued responses (or exceptions) come first.
+
+    ``column`` is what values.get answers: the cells of the id column from row 1 down.
+    """
 
     def __init__(self, public_pem: str) -> None:
         self.public_pem = public_pem
         self.token_requests: list[httpx.Request] = []
+        self.sheet_requests: list[httpx.Request] = []  # values.get and values.append, in order
         self.append_requests: list[httpx.Request] = []
+        self.get_requests: list[httpx.Request] = []
+        self.get_queue: list[httpx.Response | Exception] = []
+        self.column: list[Any] = []
         self.token_queue: list[httpx.Response | Exception | None] = []  # None: issue normally
         self.append_queue: list[httpx.Response | Exception] = []
         self.issued: list[str] = []
@@ -100,6 +107,15 @@ class FakeGoogle:
             self.issued.append(token)
             return httpx.Response(200, json={"access_token": token, "expires_in": 3599,
                                              "token_type": "Bearer"})
+        self.sheet_requests.append(request)
+        if request.method == "GET":
+            self.get_requests.append(request)
+            if self.get_queue:
+                return self._next(self.get_queue)
+            body: dict[str, Any] = {"range": "'My Orders'!B1:B1000", "majorDimension": "ROWS"}
+            if self.column:
+                body["values"] = [[cell] if cell not in (None, "") else [] for cell in self.column]
+            return httpx.Response(200, json=body)
         self.append_requests.append(request)
         if self.append_queue:
             return self._next(self.append_queue)
@@ -131,8 +147,9 @@ def order(**extra: Any) -> Message:
     return Message.new("orders", body)
 
 
-def delivery(message: Message, n: int = 1) -> Delivery:
-    return Delivery(id=n, message=message, destination="audit", target=None, attempts=0)
+def delivery(message: Message, n: int = 1, *, ambiguous: bool = False) -> Delivery:
+    return Delivery(id=n, message=message, destination="audit", target=None, attempts=0,
+                    ambiguous=ambiguous)
 
 
 def make_dest(key_path: Path | str, **cfg: Any) -> GoogleSheetsDestination:
@@ -486,3 +503,207 @@ async def test_against_the_emulator(tmp_path: Path) -> None:
             await d.send_batch([delivery(order(order_id="A-4"))])
         assert (info.value.code, info.value.retry_after, info.value.ambiguous) == (503, 4.0, True)
         assert len(rows) == 3
+
+
+# -- read-back after an ambiguous failure ---------------------------------------------------
+
+COLUMN_B = quote("'My Orders'!B:B", safe="")
+
+
+async def test_no_read_back_when_nothing_is_ambiguous(dest: GoogleSheetsDestination,
+                                                      fake: FakeGoogle) -> None:
+    fake.column = ["message_id", "whatever"]
+    outcomes = await dest.send_batch([delivery(order()), delivery(order(), 2)])
+    assert [r.method for r in fake.sheet_requests] == ["POST"]  # exactly one request
+    assert fake.get_requests == [] and all(isinstance(o, Sent) for o in outcomes)
+
+
+async def test_read_back_then_append_only_the_missing(dest: GoogleSheetsDestination,
+                                                      fake: FakeGoogle) -> None:
+    m1, m2, m3 = order(order_id="A-1"), order(order_id="A-2"), order(order_id="A-3")
+    fake.column = ["message_id", m1.id, "", m3.id, "someone-else"]
+    outcomes = await dest.send_batch([delivery(m1, 1, ambiguous=True), delivery(m2, 2),
+                                      delivery(m3, 3)])
+
+    assert [r.method for r in fake.sheet_requests] == ["GET", "POST"]
+    get, post = fake.sheet_requests
+    assert get.url.raw_path.decode().split("?")[0] == (
+        f"/v4/spreadsheets/{SHEET_ID}/values/{COLUMN_B}")
+    assert COLUMN_B == "%27My%20Orders%27%21B%3AB"
+    assert dict(get.url.params) == {"majorDimension": "ROWS",
+                                    "valueRenderOption": "UNFORMATTED_VALUE"}
+    assert get.headers["authorization"] == "Bearer ya29.secret-token-1"
+    assert [row[1] for row in jsoncodec.loads(post.content)["values"]] == [m2.id]
+    assert outcomes == [
+        Sent(remote_id="'My Orders'!A2:G2", detail=READ_BACK_DETAIL),
+        Sent(remote_id="'My Orders'!A2:G2", detail="'My Orders'!A2:G2"),  # the fake's answer
+        Sent(remote_id="'My Orders'!A4:G4", detail=READ_BACK_DETAIL)]
+
+
+async def test_read_back_all_found_appends_nothing(dest: GoogleSheetsDestination,
+                                                   fake: FakeGoogle) -> None:
+    m1, m2 = order(), order()
+    fake.column = [m2.id, m1.id]
+    outcomes = await dest.send_batch([delivery(m1, ambiguous=True), delivery(m2, 2,
+                                                                             ambiguous=True)])
+    assert [r.method for r in fake.sheet_requests] == ["GET"]
+    assert outcomes == [Sent(remote_id="'My Orders'!A2:G2", detail=READ_BACK_DETAIL),
+                        Sent(remote_id="'My Orders'!A1:G1", detail=READ_BACK_DETAIL)]
+
+
+async def test_read_back_understands_a_columns_answer_and_an_offset_range(
+        tmp_path: Path, rsa_pem: tuple[str, str], fake: FakeGoogle) -> None:
+    m = order()
+    fake.get_queue.append(httpx.Response(200, json={
+        "range": "Log!D5:D1000", "majorDimension": "COLUMNS", "values": [["x", "", m.id]]}))
+    d = make_dest(write_key(tmp_path, rsa_pem[0]), range="Log!C5:E",
+                  columns=["amount", "message_id", "order_id"])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as http:
+        await d.start(http)
+        [outcome] = await d.send_batch([delivery(m, ambiguous=True)])
+    assert fake.get_requests[0].url.raw_path.decode().split("?")[0].endswith(
+        "/values/" + quote("Log!D5:D", safe=""))
+    assert outcome == Sent(remote_id="Log!C7:E7", detail=READ_BACK_DETAIL)
+    assert fake.append_requests == []
+
+
+@pytest.mark.parametrize(("range_", "columns", "expected"), [
+    ("Orders!A:G", None, "Orders!B:B"),
+    ("Orders", None, "Orders!B:B"),
+    ("'My Orders'", None, "'My Orders'!B:B"),
+    ("'My Orders'!A:G", None, "'My Orders'!B:B"),
+    ("'It''s!here'!C5:I", None, "'It''s!here'!D5:D"),
+    ("Orders!A1:G1000", ["message_id"], "Orders!A1:A"),
+    ("A:G", None, "B:B"),
+    ("A2:G", None, "B2:B"),
+    ("Log", None, "Log!B:B"),  # a bare word is a sheet name, not column LOG
+    ("Orders!Y:AE", ["a", "b", "message_id"], "Orders!AA:AA"),
+    ("Orders!3:100", None, "Orders!B3:B"),
+])
+def test_message_id_column_range(range_: str, columns: list[str] | None, expected: str) -> None:
+    extra = {"columns": columns} if columns else {}
+    column = make_dest("k.json", range=range_, **extra).id_column()
+    assert column is not None and column.a1 == expected
+
+
+@pytest.mark.parametrize("range_", ["'Unclosed!A:G", "'Sheet'A:G", "Orders!?", "Orders!:"])
+def test_unreadable_range_is_a_config_error(tmp_path: Path, rsa_pem: tuple[str, str],
+                                            range_: str) -> None:
+    with pytest.raises(ConfigError, match="cannot understand range"):
+        make_dest(write_key(tmp_path, rsa_pem[0]), range=range_).check()
+
+
+async def test_without_a_message_id_column_it_just_appends(
+        tmp_path: Path, rsa_pem: tuple[str, str], fake: FakeGoogle) -> None:
+    d = make_dest(write_key(tmp_path, rsa_pem[0]), columns=["order_id", "amount"])
+    assert d.id_column() is None
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as http:
+        await d.start(http)
+        [outcome] = await d.send_batch([delivery(order(), ambiguous=True)])
+    assert [r.method for r in fake.sheet_requests] == ["POST"] and isinstance(outcome, Sent)
+
+
+@pytest.mark.parametrize(("failure", "kind", "code", "retry_after"), [
+    (httpx.Response(429, headers={"Retry-After": "9"},
+                    json=_gerr(429, "RESOURCE_EXHAUSTED", "Read quota")), RetryableError, 429, 9.0),
+    (httpx.Response(503, json=_gerr(503, "UNAVAILABLE", "later")), RetryableError, 503, None),
+    (httpx.Response(403, json=_gerr(403, "PERMISSION_DENIED", "no")), PermanentError, 403, None),
+    (httpx.Response(400, json=_gerr(400, "INVALID_ARGUMENT", "Unable to parse range")),
+     PermanentError, 400, None),
+    (httpx.ConnectError("refused"), RetryableError, None, None),
+])
+async def test_failed_read_back_fails_the_batch_and_stays_ambiguous(
+        dest: GoogleSheetsDestination, fake: FakeGoogle, rsa_pem: tuple[str, str],
+        failure: httpx.Response | Exception, kind: type[DeliveryError], code: int | None,
+        retry_after: float | None) -> None:
+    fake.get_queue.append(failure)
+    with pytest.raises(kind) as info:
+        await dest.send_batch([delivery(order()), delivery(order(), 2, ambiguous=True)])
+    assert type(info.value) is kind and info.value.code == code
+    assert getattr(info.value, "retry_after", None) == retry_after
+    # still unresolved: the next attempt must read back again (the engine keeps the last flag)
+    assert info.value.ambiguous is True
+    assert fake.append_requests == [] and len(fake.get_requests) == 1
+    assert_no_secret(info.value, fake, rsa_pem[0])
+
+
+async def test_read_back_401_refreshes_once(dest: GoogleSheetsDestination,
+                                            fake: FakeGoogle) -> None:
+    m = order()
+    fake.get_queue.append(httpx.Response(401, json=_gerr(401, "UNAUTHENTICATED", "expired")))
+    [outcome] = await dest.send_batch([delivery(m, ambiguous=True)])
+    assert [r.method for r in fake.sheet_requests] == ["GET", "GET", "POST"]
+    assert [r.headers["authorization"] for r in fake.sheet_requests] == [
+        "Bearer ya29.secret-token-1", "Bearer ya29.secret-token-2", "Bearer ya29.secret-token-2"]
+    assert isinstance(outcome, Sent) and outcome.detail != READ_BACK_DETAIL
+
+
+async def test_append_error_after_read_back_stays_ambiguous(dest: GoogleSheetsDestination,
+                                                            fake: FakeGoogle) -> None:
+    fake.append_queue.append(httpx.Response(429, json=_gerr(429, "RESOURCE_EXHAUSTED", "q")))
+    with pytest.raises(RetryableError) as info:
+        await dest.send_batch([delivery(order(), ambiguous=True)])
+    assert info.value.code == 429 and info.value.ambiguous is True
+    assert [r.method for r in fake.sheet_requests] == ["GET", "POST"]
+
+
+async def test_read_back_against_the_emulator(tmp_path: Path) -> None:
+    base = "http://emulator.test"
+    app = create_app(EmulatorSettings())
+    state = app.state.emulator
+    state.add_spreadsheet("audit-sheet", ["My Orders"])
+    key = tmp_path / "sa.json"
+    state.write_credentials(key, base)
+    d = make_dest(key, api_base=base, spreadsheet_id="audit-sheet")
+    d.check()
+    m1, m2, m3 = (order(order_id=f"A-{i}") for i in (1, 2, 3))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        await d.start(http)
+        await d.send_batch([delivery(m1, 1), delivery(m2, 2)])
+        rows = state.spreadsheets["audit-sheet"].sheet("My Orders").rows
+        assert len(rows) == 2
+
+        outcomes = await d.send_batch([delivery(m1, 1, ambiguous=True), delivery(m2, 2),
+                                       delivery(m3, 3)])
+        assert [r[1] for r in rows] == [m1.id, m2.id, m3.id]  # one new row only
+        assert outcomes == [
+            Sent(remote_id="'My Orders'!A1:G1", detail=READ_BACK_DETAIL),
+            Sent(remote_id="'My Orders'!A2:G2", detail=READ_BACK_DETAIL),
+            Sent(remote_id="'My Orders'!A3:G3", detail="'My Orders'!A3:G3")]
+        assert state.calls["sheets"]["spreadsheets.values.get"] == 1
+        assert state.calls["sheets"]["spreadsheets.values.append"] == 2
+
+
+async def test_append_that_took_effect_is_not_repeated_against_the_emulator(
+        tmp_path: Path) -> None:
+    base = "http://emulator.test"
+    app = create_app(EmulatorSettings())
+    state = app.state.emulator
+    state.add_spreadsheet("audit-sheet", ["My Orders"])
+    key = tmp_path / "sa.json"
+    state.write_credentials(key, base)
+    d = make_dest(key, api_base=base, spreadsheet_id="audit-sheet")
+    m = order()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        await d.start(http)
+        fault = {"api": "sheets", "status": 503, "after_effect": True,
+                 "method": "spreadsheets.values.append"}
+        assert (await http.post(f"{base}/_emulator/faults", json=fault)).is_success
+        with pytest.raises(RetryableError) as info:
+            await d.send_batch([delivery(m)])
+        assert info.value.ambiguous
+        # the engine re-sends with the flag it recorded
+        [again] = await d.send_batch([delivery(m, ambiguous=info.value.ambiguous)])
+        assert again == Sent(remote_id="'My Orders'!A1:G1", detail=READ_BACK_DETAIL)
+        assert [r[1] for r in state.spreadsheets["audit-sheet"].sheet("My Orders").rows] == [m.id]
+
+
+async def test_read_back_hits_are_logged_for_the_fault_suite(
+        dest: GoogleSheetsDestination, fake: FakeGoogle, caplog: pytest.LogCaptureFixture) -> None:
+    m = order()
+    fake.column = [m.id]
+    with caplog.at_level("INFO", logger="alertpipe.destinations.google_sheets"):
+        await dest.send_batch([delivery(m, ambiguous=True), delivery(order(), 2)])
+    # tests/reliability counts events that start with "read-back found"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"read-back found 1 of 2 rows already in {RANGE}"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
@@ -14,7 +17,12 @@ from pydantic import ValidationError
 
 from alertpipe.destinations import REGISTRY, load_builtins
 from alertpipe.destinations.base import Delivery, DestinationConfig, Sent
-from alertpipe.destinations.twilio_sms import TwilioSmsDestination
+from alertpipe.destinations.twilio_sms import (
+    FOUND_BY_LOOKUP,
+    LOOKUP_MAX_PAGES,
+    RecipientWindow,
+    TwilioSmsDestination,
+)
 from alertpipe.emulators import EmulatorSettings, create_app
 from alertpipe.errors import (
     ConfigError,
@@ -56,17 +64,24 @@ def order(**extra: Any) -> Message:
     return Message.new("orders", body)
 
 
-def delivery(target: str = "+15551112222", message: Message | None = None) -> Delivery:
+def delivery(target: str = "+15551112222", message: Message | None = None, *,
+             ambiguous: bool = False) -> Delivery:
     return Delivery(id=1, message=message or order(), destination="oncall", target=target,
-                    attempts=0)
+                    attempts=0, ambiguous=ambiguous)
+
+
+def page(messages: list[dict[str, Any]], next_page_uri: str | None = None) -> dict[str, Any]:
+    return {"messages": messages, "next_page_uri": next_page_uri, "page": 0, "page_size": 50}
 
 
 class FakeTwilio:
-    """Records requests; answers from a queue (responses or exceptions), else 201 queued."""
+    """Records requests; answers from a queue (responses or exceptions), else 201 queued for a
+    POST and a one-page list of ``listing`` for a GET."""
 
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
         self.queue: list[httpx.Response | Exception] = []
+        self.listing: list[dict[str, Any]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -75,6 +90,8 @@ class FakeTwilio:
             if isinstance(item, Exception):
                 raise item
             return item
+        if request.method == "GET":
+            return httpx.Response(200, json=page(self.listing))
         n = len(self.requests)
         return httpx.Response(201, json={"sid": f"SM{n:032x}", "status": "queued"})
 
@@ -330,3 +347,282 @@ async def test_against_the_emulator() -> None:
         with pytest.raises(PermanentError) as denied:
             await wrong.send(delivery())
         assert denied.value.code == 20003 and "not-the-token" not in str(denied.value)
+
+
+# -- lookup before an ambiguous re-send -----------------------------------------------------
+
+TEXT = "High-value order A-1001: $349.99 USD from Ada Lovelace"
+#: 00:30 at UTC+2 is the previous day in UTC: 2024-04-30, so the lookup starts at 2024-04-29.
+RECEIVED = datetime(2024, 5, 1, 0, 30, tzinfo=timezone(timedelta(hours=2)))
+
+
+def fixed_order() -> Message:
+    return replace(order(), received_at=RECEIVED)
+
+
+def listed(sid: str, *, to: str = "+15551112222", body: str = TEXT,
+           frm: str | None = "+15550000001", service: str | None = None) -> dict[str, Any]:
+    return {"sid": sid, "to": to, "from": frm, "body": body, "status": "delivered",
+            "messaging_service_sid": service, "date_sent": "Tue, 30 Apr 2024 22:31:00 +0000"}
+
+
+async def test_no_lookup_when_not_ambiguous(fake: FakeTwilio, http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(), fake, http)
+    fake.listing = [listed("SMold")]
+    sent = await d.send(delivery())
+    assert [r.method for r in fake.requests] == ["POST"] and sent.detail == "queued"
+
+
+async def test_ambiguous_resend_found_by_lookup(fake: FakeTwilio, http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(), fake, http)
+    fake.listing = [listed("SMother", body=TEXT + "!"), listed("SMfound")]
+    sent = await d.send(delivery(message=fixed_order(), ambiguous=True))
+    assert sent == Sent(remote_id="SMfound", detail=FOUND_BY_LOOKUP)
+    assert len(fake.requests) == 1  # no POST
+    req = fake.requests[0]
+    assert req.method == "GET"
+    assert str(req.url).split("?")[0] == f"{API}/2010-04-01/Accounts/{SID}/Messages.json"
+    assert dict(req.url.params) == {"To": "+15551112222", "From": "+15550000001",
+                                    "DateSent>": "2024-04-29", "PageSize": "50"}
+    assert "DateSent%3E=2024-04-29" in req.url.query.decode()
+    scheme, _, creds = req.headers["authorization"].partition(" ")
+    assert scheme == "Basic" and base64.b64decode(creds).decode() == f"{SID}:{TOKEN}"
+
+
+@pytest.mark.parametrize("near_miss", [
+    listed("SMx", body=TEXT + " "), listed("SMx", to="+15553334444"),
+    listed("SMx", frm="+15550000009"), {"to": "+15551112222", "body": TEXT, "sid": None},
+])
+async def test_ambiguous_resend_not_found_posts(fake: FakeTwilio, http: httpx.AsyncClient,
+                                                near_miss: dict[str, Any]) -> None:
+    d = await started(make_dest(), fake, http)
+    fake.listing = [near_miss]
+    sent = await d.send(delivery(ambiguous=True))
+    assert [r.method for r in fake.requests] == ["GET", "POST"]
+    assert sent == Sent(remote_id=f"SM{2:032x}", detail="queued")
+    assert fake.form()["Body"] == TEXT
+
+
+async def test_lookup_with_a_messaging_service_filters_by_to_only(
+        fake: FakeTwilio, http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(from_number=None, messaging_service_sid=SERVICE), fake, http)
+    fake.listing = [listed("SMwrong", frm="+15550000009", service="MG" + "d4" * 16),
+                    listed("SMright", frm="+15550000009", service=SERVICE)]
+    sent = await d.send(delivery(message=fixed_order(), ambiguous=True))
+    assert sent == Sent(remote_id="SMright", detail=FOUND_BY_LOOKUP)
+    assert dict(fake.requests[0].url.params) == {"To": "+15551112222", "DateSent>": "2024-04-29",
+                                                 "PageSize": "50"}
+
+
+async def test_lookup_follows_next_page_uri(fake: FakeTwilio, http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(), fake, http)
+    nxt = f"/2010-04-01/Accounts/{SID}/Messages.json?To=%2B15551112222&PageSize=50&Page=1"
+    fake.queue += [httpx.Response(200, json=page([listed("SMa", body="other")], nxt)),
+                   httpx.Response(200, json=page([listed("SMb")]))]
+    sent = await d.send(delivery(ambiguous=True))
+    assert sent == Sent(remote_id="SMb", detail=FOUND_BY_LOOKUP)
+    assert [r.method for r in fake.requests] == ["GET", "GET"]
+    assert str(fake.requests[1].url) == API + nxt
+
+
+async def test_lookup_reads_a_bounded_number_of_pages(fake: FakeTwilio,
+                                                      http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(), fake, http)
+    nxt = f"/2010-04-01/Accounts/{SID}/Messages.json?Page=1"
+    fake.queue += [httpx.Response(200, json=page([], nxt)) for _ in range(LOOKUP_MAX_PAGES)]
+    await d.send(delivery(ambiguous=True))
+    assert [r.method for r in fake.requests] == ["GET"] * LOOKUP_MAX_PAGES + ["POST"]
+
+
+@pytest.mark.parametrize(("failure", "kind", "code", "retry_after"), [
+    (httpx.Response(429, headers={"Retry-After": "4"}, json=_tw(429, 20429, "Too Many")),
+     RetryableError, 20429, 4.0),
+    (httpx.Response(503, text="down"), RetryableError, 503, None),
+    (httpx.Response(401, json=_tw(401, 20003, "Authenticate")), PermanentError, 20003, None),
+    (httpx.ConnectError("refused"), RetryableError, None, None),
+    (httpx.ReadTimeout("slow"), RetryableError, None, None),
+])
+async def test_lookup_failure_sends_nothing_and_stays_ambiguous(
+        fake: FakeTwilio, http: httpx.AsyncClient, failure: httpx.Response | Exception,
+        kind: type[DeliveryError], code: int | None, retry_after: float | None) -> None:
+    d = await started(make_dest(), fake, http)
+    fake.queue.append(failure)
+    with pytest.raises(kind) as info:
+        await d.send(delivery(ambiguous=True))
+    err = info.value
+    assert type(err) is kind and err.code == code
+    assert getattr(err, "retry_after", None) == retry_after
+    assert err.ambiguous is True  # the next attempt must look up again
+    assert [r.method for r in fake.requests] == ["GET"]
+    assert_no_secret(err)
+    assert d.recipient_window.count("+15551112222") == 0
+
+
+async def test_unambiguous_post_failure_after_lookup_stays_ambiguous(
+        fake: FakeTwilio, http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(), fake, http)
+    fake.queue += [httpx.Response(200, json=page([])), httpx.ConnectError("refused")]
+    with pytest.raises(RetryableError) as info:
+        await d.send(delivery(ambiguous=True))
+    assert info.value.ambiguous is True
+    assert [r.method for r in fake.requests] == ["GET", "POST"]
+
+
+async def test_lookup_against_the_emulator() -> None:
+    base = "http://emulator.test"
+    app = create_app(EmulatorSettings(twilio_account_sid=SID, twilio_auth_token=TOKEN,
+                                      twilio_from_numbers=["+15550000001"]))
+    state = app.state.emulator
+    d = make_dest(api_base=base)
+    d.check()
+    msg = order()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        await d.start(http)
+        first = await d.send(delivery(message=msg))
+        again = await d.send(delivery(message=msg, ambiguous=True))
+        assert first.remote_id and again == Sent(remote_id=first.remote_id,
+                                                 detail=FOUND_BY_LOOKUP)
+        assert list(state.messages) == [first.remote_id]
+        assert state.calls["twilio"]["messages.create"] == 1
+        assert state.calls["twilio"]["messages.list"] == 1
+
+        # another order's text is not mistaken for this one
+        other = await d.send(delivery(message=order(order_id="A-2"), ambiguous=True))
+        assert other.detail == "queued" and len(state.messages) == 2
+
+
+async def test_create_that_took_effect_is_not_repeated_against_the_emulator() -> None:
+    base = "http://emulator.test"
+    app = create_app(EmulatorSettings(twilio_account_sid=SID, twilio_auth_token=TOKEN,
+                                      twilio_from_numbers=["+15550000001"]))
+    state = app.state.emulator
+    d = make_dest(api_base=base)
+    msg = order()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        await d.start(http)
+        fault = {"api": "twilio", "status": 500, "after_effect": True,
+                 "method": "messages.create"}
+        assert (await http.post(f"{base}/_emulator/faults", json=fault)).is_success
+        with pytest.raises(RetryableError) as info:
+            await d.send(delivery(message=msg))
+        assert info.value.ambiguous
+        again = await d.send(delivery(message=msg, ambiguous=info.value.ambiguous))
+        assert again.detail == FOUND_BY_LOOKUP
+        assert [m["sid"] for m in state.sms_log] == [again.remote_id]
+
+
+# -- the per-recipient cap ------------------------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cap_config() -> None:
+    assert make_dest().config.max_per_recipient_per_hour == 30
+    assert make_dest().recipient_window.cap == 30
+    with pytest.raises(ValidationError):
+        make_dest(max_per_recipient_per_hour=-1)
+
+
+async def test_cap_reached_raises_without_calling_twilio(fake: FakeTwilio,
+                                                         http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(max_per_recipient_per_hour=2), fake, http)
+    clock = Clock()
+    d.recipient_window.clock = clock
+    await d.send(delivery())
+    clock.now += 600
+    await d.send(delivery())
+    clock.now += 60
+    with pytest.raises(RetryableError) as info:
+        await d.send(delivery())
+    err = info.value
+    assert err.code == "recipient_cap" and err.ambiguous is False
+    assert err.retry_after == pytest.approx(3600 - 660)
+    assert "recipient cap of 2 per hour reached" in str(err)
+    assert len(fake.requests) == 2
+    await d.send(delivery("+15553334444"))  # another recipient has its own window
+    clock.now += 3600 - 660  # the first send leaves the window
+    await d.send(delivery())
+    assert len(fake.requests) == 4
+    with pytest.raises(RetryableError) as info:
+        await d.send(delivery())
+    assert info.value.retry_after == pytest.approx(600)
+
+
+async def test_only_successful_sends_count(fake: FakeTwilio, http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(max_per_recipient_per_hour=1), fake, http)
+    fake.queue += [httpx.Response(400, json=_tw(400, 21610, "unsubscribed")),
+                   httpx.ReadTimeout("slow")]
+    for kind in (PermanentError, RetryableError):
+        with pytest.raises(kind):
+            await d.send(delivery())
+    assert d.recipient_window.count("+15551112222") == 0
+    await d.send(delivery())
+    with pytest.raises(RetryableError, match="recipient cap"):
+        await d.send(delivery())
+    assert len(fake.requests) == 3
+
+
+async def test_cap_keeps_an_ambiguous_delivery_ambiguous_and_counts_lookups(
+        fake: FakeTwilio, http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(max_per_recipient_per_hour=1), fake, http)
+    fake.listing = [listed("SMfound")]
+    assert (await d.send(delivery(ambiguous=True))).remote_id == "SMfound"
+    with pytest.raises(RetryableError) as info:
+        await d.send(delivery(ambiguous=True))
+    assert info.value.code == "recipient_cap" and info.value.ambiguous is True
+    assert [r.method for r in fake.requests] == ["GET"]
+
+
+async def test_zero_means_no_cap(fake: FakeTwilio, http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(max_per_recipient_per_hour=0), fake, http)
+    for _ in range(40):
+        await d.send(delivery())
+    assert len(fake.requests) == 40 and d.recipient_window.count("+15551112222") == 0
+
+
+async def test_concurrent_sends_cannot_overshoot_the_cap() -> None:
+    release = asyncio.Event()
+    requests: list[httpx.Request] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        await release.wait()
+        return httpx.Response(201, json={"sid": f"SM{len(requests):032x}", "status": "queued"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(slow)) as client:
+        d = make_dest(max_per_recipient_per_hour=2, concurrency=5)
+        await d.start(client)
+        tasks = [asyncio.create_task(d.send(delivery())) for _ in range(3)]
+        # the third fails at once while two are in flight (bounded: a missing cap must fail)
+        done, _ = await asyncio.wait(tasks, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        release.set()
+        assert len(done) == 1
+        [capped] = done
+        assert isinstance(capped.exception(), RetryableError)
+        await asyncio.gather(*(t for t in tasks if t is not capped))
+    assert len(requests) == 2
+
+
+def test_window_release_of_an_unknown_stamp_is_harmless() -> None:
+    window = RecipientWindow(1, clock=lambda: 5.0)
+    window.release("+1555", 5.0)
+    stamp = window.reserve("+1555")
+    window.release("+1555", (stamp or 0) + 1)
+    assert window.count("+1555") == 1
+    window.release("+1555", stamp)
+    assert window.count("+1555") == 0
+
+
+async def test_lookup_hits_are_logged(fake: FakeTwilio, http: httpx.AsyncClient,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    d = await started(make_dest(), fake, http)
+    fake.listing = [listed("SMfound")]
+    with caplog.at_level("INFO", logger="alertpipe.destinations.twilio_sms"):
+        await d.send(delivery(ambiguous=True))
+    assert [r.getMessage() for r in caplog.records] == [
+        "twilio message SMfound to +15551112222 found by lookup; not sent again"]
