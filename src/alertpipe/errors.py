@@ -10,6 +10,7 @@
     │   └── ValidationFailed     parseable but invalid; carries field errors (HTTP 422)
     ├── StoreError               the durable store failed
     │   └── StoreUnavailable     the store cannot accept right now (HTTP 503 + Retry-After)
+    │       └── Backpressure     the channel's backlog is at its bound (HTTP 503 + Retry-After)
     ├── DeliveryError            raised by a destination; the engine alone decides what follows
     │   ├── RetryableError       worth another attempt; may carry ``retry_after`` seconds
     │   └── PermanentError       will never succeed as sent; dead-lettered at once
@@ -119,6 +120,10 @@ class StoreUnavailable(StoreError):
         super().__init__(reason)
 
 
+class Backpressure(StoreUnavailable):
+    """The channel already holds its maximum of pending deliveries; try again later."""
+
+
 class DeliveryError(AlertpipeError):
     """A destination could not deliver. Subclasses tell the engine what to do next.
 
@@ -155,6 +160,7 @@ class UsageError(AlertpipeError):
 
 __all__ = [
     "AlertpipeError",
+    "Backpressure",
     "ConfigError",
     "CredentialsError",
     "DeliveryError",

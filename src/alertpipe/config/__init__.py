@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from alertpipe.config.loader import config_error_from, interpolate, load_config
 from alertpipe.config.model import (
+    ApiKeySettings,
     AppSettings,
     ChannelSettings,
+    DedupeSettings,
     EngineSettings,
     HttpSettings,
     RetrySettings,
-    SourceSettings,
 )
 
-__all__ = ["AppSettings", "ChannelSettings", "EngineSettings", "HttpSettings", "RetrySettings",
-           "SourceSettings", "config_error_from", "interpolate", "load_config"]
+__all__ = [
+    "ApiKeySettings",
+    "AppSettings",
+    "ChannelSettings",
+    "DedupeSettings",
+    "EngineSettings",
+    "HttpSettings",
+    "RetrySettings",
+    "config_error_from",
+    "interpolate",
+    "load_config",
+]

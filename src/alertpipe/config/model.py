@@ -6,7 +6,7 @@ Component-specific settings (a destination's keys) are validated by that compone
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,6 +20,15 @@ class HttpSettings(_Strict):
     port: int = Field(8080, ge=0, le=65535)
 
 
+class ApiKeySettings(_Strict):
+    """One API key, stored as the SHA-256 hex digest of the key (never the key itself)."""
+
+    id: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    channels: list[str] = ["*"]
+    rights: list[Literal["ingest", "read", "admin"]] = ["ingest"]
+
+
 class EngineSettings(_Strict):
     store: str = "sqlite:///data/alertpipe.db"
     http: HttpSettings = HttpSettings()
@@ -28,6 +37,7 @@ class EngineSettings(_Strict):
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     max_wait_seconds: float = Field(30.0, ge=0)
     log_level: str = "INFO"
+    api_keys: list[ApiKeySettings] = []
 
 
 class RetrySettings(_Strict):
@@ -37,28 +47,32 @@ class RetrySettings(_Strict):
     max_age_seconds: float = Field(24 * 3600, gt=0)
     base_delay_seconds: float = Field(1.0, gt=0)
     max_delay_seconds: float = Field(300.0, gt=0)
+    # After an ambiguous failure the request may still land: wait at least this long before
+    # the next attempt looks for its effect (Sheets read-back, Twilio lookup).
+    ambiguous_min_delay_seconds: float = Field(10.0, ge=0)
 
 
-class SourceSettings(_Strict):
-    type: str = "http_json"
-    path: str = "/orders"
-    max_body_bytes: int = Field(1024 * 1024, gt=0)
-    max_depth: int = Field(64, ge=1)
+class DedupeSettings(_Strict):
+    """A repeat of the same business key within the window is answered as a duplicate."""
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("must start with '/'")
-        return v
+    key: str = "order_id"
+    window_seconds: float = Field(48 * 3600, gt=0)
+
+
+class CircuitSettings(_Strict):
+    failure_threshold: int = Field(5, ge=1)
+    reset_seconds: float = Field(30.0, gt=0)
 
 
 class ChannelSettings(_Strict):
-    source: SourceSettings = SourceSettings()
+    source: dict[str, Any] = {"type": "http_json", "path": "/orders"}
+    dedupe: DedupeSettings | None = DedupeSettings()
+    max_pending: int = Field(100_000, ge=1)
     vars: dict[str, Any] = {}
     steps: list[Any] = []
     destinations: dict[str, dict[str, Any]]
     retry: RetrySettings = RetrySettings()
+    circuit: CircuitSettings = CircuitSettings()
 
     @field_validator("destinations")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -15,7 +15,8 @@ from alertpipe.engine.retry import RetryPolicy
 from alertpipe.errors import ConfigError
 from alertpipe.message import Message
 from alertpipe.steps import BuildContext, Step, StepContext, build_step
-from alertpipe.store.base import NewDelivery, Store
+from alertpipe.steps.expr import compile_expr
+from alertpipe.store.base import MessageKey, NewDelivery, Store
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -55,11 +56,35 @@ def build_destination(channel: str, name: str, spec: Mapping[str, Any]) -> Desti
     return dest
 
 
+def build_source(channel: str, spec: Mapping[str, Any]) -> Any:
+    """The channel's source, its config validated by the source's own spec."""
+    from pydantic import ValidationError
+
+    from alertpipe.sources import SOURCES, load_builtins
+
+    load_builtins()
+    kind = spec.get("type", "http_json")
+    cls = SOURCES.get(str(kind))
+    if cls is None:
+        raise ConfigError(f"unknown source type {kind!r}; expected one of: "
+                          + ", ".join(sorted(SOURCES)), channel=channel, key="source.type")
+    try:
+        return cls(channel, cls.Config.model_validate({"type": kind, **spec}))
+    except ValidationError as exc:
+        raise config_error_from(exc, prefix=("channels", channel, "source")) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
+    """The result of intake. With ``conflict`` set, nothing new was stored: ``message_id`` is
+    the message that already holds the key (a duplicate, or an idempotent replay)."""
+
     message: Message
+    message_id: str
     routes: tuple[str, ...]
     deliveries: int
+    conflict: MessageKey | None = None
+    fingerprint: str | None = None
 
 
 class ChannelRuntime:
@@ -74,11 +99,21 @@ class ChannelRuntime:
         bctx = BuildContext(channel=name, destinations=tuple(self.destinations))
         self.steps: list[Step] = [build_step(s, i, bctx) for i, s in enumerate(settings.steps)]
         self.policy = RetryPolicy(settings.retry)
+        self.source = build_source(name, settings.source)
+        self.dedupe = settings.dedupe
+        try:
+            self._dedupe_expr = compile_expr(self.dedupe.key) if self.dedupe else None
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, channel=name, key="dedupe.key") from None
         self.running = True
         self.received = 0
         self.filtered = 0
 
     def check(self) -> None:
+        try:
+            self.source.check()
+        except ConfigError as exc:
+            raise exc.located(channel=self.name, key_prefix="source") from None
         for dname, dest in self.destinations.items():
             try:
                 dest.check()
@@ -100,19 +135,39 @@ class ChannelRuntime:
         rows = [NewDelivery(r, t) for r in routes for t in self.destinations[r].targets(message)]
         return message, rows
 
+    def dedupe_key(self, message: Message) -> MessageKey | None:
+        if self.dedupe is None or self._dedupe_expr is None:
+            return None
+        value = self._dedupe_expr.evaluate(message.body)
+        if value is None or value == "":
+            return None
+        return MessageKey("dedupe", str(value), self.dedupe.window_seconds)
+
     async def accept(self, body: dict[str, Any], raw: bytes,
                      meta: Mapping[str, Any] | None = None,
-                     before_commit: Callable[[Message], None] | None = None) -> Accepted:
+                     before_commit: Callable[[Message], None] | None = None,
+                     keys: Sequence[MessageKey] = ()) -> Accepted:
         """Process and durably store a message; returns after the commit.
 
-        ``before_commit`` sees the message once its id exists, before it can be delivered.
+        ``keys`` (an Idempotency-Key, a webhook's event id) and the channel's dedupe key are
+        checked and written atomically with the message. ``before_commit`` sees the message once
+        its id exists, before it can be delivered.
         """
         message, rows = self.process(body, raw, meta)
+        all_keys = list(keys)
+        dk = self.dedupe_key(message)
+        if dk is not None:
+            all_keys.append(dk)
         if before_commit is not None:
             before_commit(message)
-        await self.store.enqueue(message, rows)
+        result = await self.store.enqueue(message, rows, all_keys)
+        routes = tuple(dict.fromkeys(r.destination for r in rows))
+        if not result.created:
+            return Accepted(message=message, message_id=result.message_id, routes=routes,
+                            deliveries=0, conflict=result.conflict,
+                            fingerprint=result.fingerprint)
         self.received += 1
         if not rows:
             self.filtered += 1
-        return Accepted(message=message, routes=tuple(dict.fromkeys(r.destination for r in rows)),
+        return Accepted(message=message, message_id=message.id, routes=routes,
                         deliveries=len(rows))

@@ -10,14 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.requests import Request
+from starlette.responses import Response
 
+from alertpipe.auth import Authenticator, ClientRateLimiter, too_many
 from alertpipe.config.model import AppSettings
 from alertpipe.engine.channel import Accepted, ChannelRuntime
+from alertpipe.engine.circuit import CircuitBreaker
 from alertpipe.engine.pacing import Pacers
 from alertpipe.engine.worker import DestinationWorker
-from alertpipe.errors import StoreError, UsageError
+from alertpipe.errors import Backpressure, StoreError, UsageError
 from alertpipe.message import Message
-from alertpipe.store import Store, StoredMessage, open_store
+from alertpipe.store import MessageKey, Store, StoredMessage, open_store
 
 log = logging.getLogger("alertpipe.engine")
 
@@ -36,6 +40,9 @@ class Engine:
         self._http = http
         self._own_http = http is None
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._backlog: dict[str, tuple[int, float]] = {}
+        self._limiters: dict[str, ClientRateLimiter] = {}
+        self.auth = Authenticator(settings.engine.api_keys)
         self.started = False
 
     def check(self) -> None:
@@ -56,13 +63,18 @@ class Engine:
             for name, dest in ch.destinations.items():
                 await dest.start(self._http)
                 pacer = self.pacers.get(dest.rate_key(), dest.max_requests_per_minute)
+                breaker = CircuitBreaker(f"{ch.name}/{name}",
+                                         ch.settings.circuit.failure_threshold,
+                                         ch.settings.circuit.reset_seconds)
                 w = DestinationWorker(ch.name, dest, self.store, ch.policy, pacer,
                                       lease_seconds=es.lease_seconds,
                                       poll_interval=es.poll_interval_seconds,
-                                      on_recorded=self._on_recorded)
+                                      on_recorded=self._on_recorded, breaker=breaker)
                 self.workers[(ch.name, name)] = w
                 w.start()
         self.started = True
+        if not self.auth.enabled:
+            log.warning("no API keys configured: ingest and admin endpoints are open")
         log.info("engine started", extra={"channels": sorted(self.channels),
                                           "store": self.store.name})
 
@@ -87,7 +99,8 @@ class Engine:
 
     async def accept(self, channel: str, body: dict[str, Any], raw: bytes,
                      meta: Mapping[str, Any] | None = None, *,
-                     waiter: asyncio.Event | None = None) -> Accepted:
+                     waiter: asyncio.Event | None = None,
+                     keys: Sequence[MessageKey] = ()) -> Accepted:
         """Validate, route and durably store one message, then wake its destinations' workers.
 
         With ``waiter``, the event is set each time one of the message's deliveries records an
@@ -98,17 +111,53 @@ class Engine:
             if waiter is not None:
                 self._waiters.setdefault(message.id, set()).add(waiter)
 
+        await self._check_backlog(ch)
         try:
-            accepted = await ch.accept(body, raw, meta, before_commit=register)
+            accepted = await ch.accept(body, raw, meta, before_commit=register, keys=keys)
         except BaseException:
             if waiter is not None:
                 self._drop_waiter_event(waiter)
             raise
+        if accepted.conflict is not None and waiter is not None:
+            self._drop_waiter_event(waiter)
+        self._backlog[channel] = (self._backlog.get(channel, (0, 0.0))[0] + accepted.deliveries,
+                                  self._backlog.get(channel, (0, 0.0))[1])
         for dest in accepted.routes:
             w = self.workers.get((channel, dest))
             if w is not None:
                 w.wake.set()
         return accepted
+
+    async def _check_backlog(self, ch: ChannelRuntime) -> None:
+        """Refuse intake (503) once the channel holds ``max_pending`` undelivered rows. The count
+        is read from the store at most every 0.5 s and advanced locally in between."""
+        loop = asyncio.get_running_loop()
+        count, read_at = self._backlog.get(ch.name, (0, -1.0))
+        if loop.time() - read_at > 0.5:
+            count = await self.store.backlog(ch.name)
+            self._backlog[ch.name] = (count, loop.time())
+        if count >= ch.settings.max_pending:
+            raise Backpressure(f"channel {ch.name!r} has {count} undelivered messages, its "
+                               f"limit is {ch.settings.max_pending}; retry later",
+                               retry_after=5.0)
+
+    def gate(self, request: Request, channel: str, cfg: Any) -> Response | str:
+        """API key and per-client rate limit for an ingest request: a 401/403/429 response, or
+        the client's identity."""
+        who = self.auth.check(request, "ingest", channel)
+        if isinstance(who, Response):
+            return who
+        limit = getattr(cfg, "rate_limit", None)
+        if limit is not None:
+            limiter = self._limiters.get(channel)
+            if limiter is None:
+                limiter = self._limiters[channel] = ClientRateLimiter(limit.per_second,
+                                                                      limit.burst)
+            wait = limiter.take(who)
+            if wait > 0:
+                log.info("rate limited", extra={"channel": channel, "client": who})
+                return too_many(wait)
+        return who
 
     def _drop_waiter_event(self, event: asyncio.Event) -> None:
         for mid in [m for m, evs in self._waiters.items() if event in evs]:
@@ -142,6 +191,7 @@ class Engine:
             store_ok, store_detail = False, f"not writable: {exc}" if str(exc) else "timeout"
         workers = {f"{c}/{d}": ("running" if w.alive else "stopped")
                    for (c, d), w in self.workers.items()}
+        circuits = {f"{c}/{d}": w.breaker.state for (c, d), w in self.workers.items()}
         ok = self.started and store_ok and all(v == "running" for v in workers.values())
         return ok, {"status": "ready" if ok else "not ready", "store": store_detail,
-                    "workers": workers}
+                    "workers": workers, "circuits": circuits}

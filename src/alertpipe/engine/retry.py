@@ -2,6 +2,8 @@
 
 Exponential backoff with full jitter (delay drawn uniformly from [0, min(cap, base·2^n)]),
 honouring a remote ``Retry-After`` as a floor, capped both by attempts and by the message's age.
+After an ambiguous failure (the request may still be landing) the delay is at least
+``ambiguous_min_delay_seconds``, so the next attempt's look-up sees the earlier effect.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class RetryPolicy:
         delay = self.backoff(attempts)
         if error.retry_after is not None:
             delay = max(delay, float(error.retry_after))
+        if error.ambiguous:
+            delay = max(delay, self.s.ambiguous_min_delay_seconds)
         at = now + timedelta(seconds=delay)
         if (at - first_seen).total_seconds() > self.s.max_age_seconds:
             return DeadLetter(f"gave up after {attempts} attempts: older than "

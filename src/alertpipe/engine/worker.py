@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from alertpipe.destinations.base import Delivery, Destination, Outcome, Sent
+from alertpipe.engine.circuit import CircuitBreaker
 from alertpipe.engine.pacing import Pacer
 from alertpipe.engine.retry import DeadLetter, RetryPolicy
-from alertpipe.errors import DeliveryError, RetryableError, StoreError
+from alertpipe.errors import DeliveryError, PermanentError, RetryableError, StoreError
 from alertpipe.message import utcnow
 from alertpipe.store.base import AttemptResult, Store
 
@@ -26,7 +27,8 @@ log = logging.getLogger("alertpipe.worker")
 class DestinationWorker:
     def __init__(self, channel: str, destination: Destination, store: Store, policy: RetryPolicy,
                  pacer: Pacer, *, lease_seconds: float, poll_interval: float,
-                 on_recorded: Callable[[Sequence[str]], None]) -> None:
+                 on_recorded: Callable[[Sequence[str]], None],
+                 breaker: CircuitBreaker | None = None) -> None:
         self.channel = channel
         self.dest = destination
         self.store = store
@@ -35,6 +37,7 @@ class DestinationWorker:
         self.lease = lease_seconds
         self.poll = poll_interval
         self.on_recorded = on_recorded
+        self.breaker = breaker or CircuitBreaker(f"{channel}/{destination.name}")
         self.owner = f"{os.getpid()}-{channel}-{destination.name}-{os.urandom(4).hex()}"
         self.wake = asyncio.Event()
         self._stopping = False
@@ -81,6 +84,14 @@ class DestinationWorker:
                 await self._idle()
 
     async def _idle(self) -> None:
+        if self.breaker.state == "open":
+            try:  # rest until the circuit may probe (or until told to stop)
+                await asyncio.wait_for(self.wake.wait(), timeout=max(0.01,
+                                                                     self.breaker.remaining()))
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            return
         timeout = self.poll
         try:
             due = await self.store.next_due(self.channel, self.dest.name)
@@ -96,6 +107,9 @@ class DestinationWorker:
 
     async def step(self) -> bool:
         """Claim and send one round. Returns False when nothing was due."""
+        if not self.breaker.allow():
+            return False
+        probing = self.breaker.state == "half_open"
         batching = self.dest.batch_size > 1
         if batching:
             # Wait for the pace first: rows keep arriving meanwhile and join this batch.
@@ -106,6 +120,8 @@ class DestinationWorker:
             limit = self.dest.batch_size
         else:
             limit = max(1, self.dest.concurrency)
+        if probing:
+            limit = 1
         batch = await self.store.claim(self.channel, self.dest.name, limit, self.lease, self.owner)
         if not batch:
             return False
@@ -114,10 +130,8 @@ class DestinationWorker:
         await asyncio.gather(*(self._send_group(g, paced=not batching) for g in groups))
         return True
 
-    async def _send_group(self, group: list[Delivery], *, paced: bool) -> None:
-        if paced:
-            await self.pacer.acquire()
-        started = utcnow()
+    async def _attempt(self, group: list[Delivery]) -> list[Outcome | BaseException]:
+        """One call to the destination; every failure becomes an outcome per delivery."""
         outcomes: Sequence[Outcome | BaseException]
         try:
             outcomes = await asyncio.wait_for(self.dest.send_batch(group),
@@ -134,7 +148,41 @@ class DestinationWorker:
             log.exception("destination raised an unexpected error",
                           extra={"channel": self.channel, "destination": self.dest.name})
             outcomes = [exc] * len(group)
+        return list(outcomes)
+
+    async def _isolate(self, group: list[Delivery],
+                       outcomes: list[Outcome | BaseException]) -> list[Outcome | BaseException]:
+        """A batch refused as a whole with a permanent error may hold one poison message: send
+        each half again to find it, so that the good rows are not dead-lettered with it. When
+        both halves are refused too, the fault is not in one message: stop digging."""
+        if len(group) < 2 or not _whole_batch_permanent(outcomes):
+            return outcomes
+        log.warning("batch refused; splitting it to isolate the message at fault",
+                    extra={"channel": self.channel, "destination": self.dest.name,
+                           "batch": len(group), "error": str(outcomes[0])})
+        mid = len(group) // 2
+        halves = [group[:mid], group[mid:]]
+        results = []
+        for half in halves:
+            await self.pacer.acquire()
+            results.append(await self._attempt(half))
+        if all(_whole_batch_permanent(r) for r in results):
+            return outcomes
+        out: list[Outcome | BaseException] = []
+        for half, res in zip(halves, results, strict=True):
+            out += await self._isolate(half, res)
+        return out
+
+    async def _send_group(self, group: list[Delivery], *, paced: bool) -> None:
+        if paced:
+            await self.pacer.acquire()
+        started = utcnow()
+        outcomes = await self._isolate(group, await self._attempt(group))
         finished = utcnow()
+        if any(isinstance(o, Sent) for o in outcomes):
+            self.breaker.record_success()
+        elif all(isinstance(o, RetryableError) and not _throttled(o) for o in outcomes):
+            self.breaker.record_failure()
         results = [self._result(d, o, started, finished) for d, o in zip(group, outcomes,
                                                                          strict=True)]
         await self.store.record(results)
@@ -166,3 +214,18 @@ class DestinationWorker:
                                            "error": str(outcome)})
         return AttemptResult(outcome="retry", next_attempt_at=decision.at,
                              **common)  # type: ignore[arg-type]
+
+
+def _whole_batch_permanent(outcomes: Sequence[Outcome | BaseException]) -> bool:
+    """True when one permanent error was given for the whole batch (not per delivery)."""
+    return (len(outcomes) > 1 and isinstance(outcomes[0], PermanentError)
+            and all(o is outcomes[0] for o in outcomes))
+
+
+THROTTLE_CODES = frozenset({"429", "20429", "recipient_cap"})
+
+
+def _throttled(error: Outcome | BaseException) -> bool:
+    """A remote asking us to slow down is not a remote failing: pacing and Retry-After handle
+    it, and it must not open the circuit."""
+    return str(getattr(error, "code", None)) in THROTTLE_CODES

@@ -171,15 +171,20 @@ def _created_at(value: object) -> str | None:
     return moment.isoformat()
 
 
-_MONEY_SCHEMA = {"anyOf": [{"type": "number", "minimum": 0},
-                           {"type": "string", "pattern": r"^\d+(\.\d+)?$"}]}
+_MONEY_SCHEMA = {
+    "description": f"at most {MAX_INTEGER_DIGITS} digits before the point and "
+                   f"{MAX_DECIMAL_PLACES} after it",
+    "anyOf": [{"type": "number", "minimum": 0, "exclusiveMaximum": 10**MAX_INTEGER_DIGITS},
+              {"type": "string",
+               "pattern": rf"^\d{{1,{MAX_INTEGER_DIGITS}}}(\.\d{{1,{MAX_DECIMAL_PLACES}}})?$"}]}
 _NULLABLE_STR = {"type": ["string", "null"]}
 Money = Annotated[Decimal, PlainValidator(_money), WithJsonSchema(_MONEY_SCHEMA)]
 OptionalMoney = Annotated[Decimal | None, PlainValidator(lambda v: v if v is None else _money(v)),
                           WithJsonSchema(_MONEY_SCHEMA)]
 Sku = Annotated[str, PlainValidator(lambda v: _text(v, 128, blank=False)),
                 WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 128})]
-Qty = Annotated[int, PlainValidator(_qty), WithJsonSchema({"type": "integer", "minimum": 1})]
+Qty = Annotated[int, PlainValidator(_qty),
+                WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_QTY})]
 OrderId = Annotated[str, PlainValidator(lambda v: _text(v, 128, blank=False, integer=True)),
                     WithJsonSchema({"type": ["string", "integer"], "maxLength": 128})]
 Currency = Annotated[str, PlainValidator(_currency),

@@ -9,23 +9,22 @@ from starlette.routing import Route
 
 from alertpipe.engine.core import Engine
 from alertpipe.errors import ConfigError
-from alertpipe.sources.http_json import make_endpoint, outcome_body
+from alertpipe.sources.base import outcome_body
+from alertpipe.web.openapi import openapi_document
 
 
 def create_app(engine: Engine) -> Starlette:
     routes: list[Route] = []
     seen: dict[str, str] = {}
     for name, ch in engine.channels.items():
-        src = ch.settings.source
-        if src.type != "http_json":
-            raise ConfigError(f"unknown source type {src.type!r}; expected 'http_json'",
-                              channel=name, key="source.type")
-        if src.path in seen or src.path.startswith(("/healthz", "/readyz", "/api/")):
-            raise ConfigError(f"source path {src.path!r} is already used"
-                              + (f" by channel {seen[src.path]!r}" if src.path in seen else ""),
-                              channel=name, key="source.path")
-        seen[src.path] = name
-        routes.append(Route(src.path, make_endpoint(engine, name, src), methods=["POST"]))
+        for route in ch.source.routes(engine):
+            if route.path in seen or route.path.startswith(("/healthz", "/readyz", "/api/",
+                                                            "/openapi.json")):
+                raise ConfigError(f"source path {route.path!r} is already used"
+                                  + (f" by channel {seen[route.path]!r}" if route.path in seen
+                                     else ""), channel=name, key="source.path")
+            seen[route.path] = name
+            routes.append(route)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -35,10 +34,13 @@ def create_app(engine: Engine) -> Starlette:
         return JSONResponse(detail, status_code=200 if ok else 503)
 
     async def message(request: Request) -> Response:
+        who = engine.auth.check(request, "read", None)
+        if isinstance(who, Response):
+            return who
         stored = await engine.store.get_message(request.path_params["message_id"])
         if stored is None:
-            return JSONResponse({"error": "not_found", "message": "no such message"},
-                                status_code=404)
+            return JSONResponse({"status": "rejected", "error": "not_found",
+                                 "message": "no such message"}, status_code=404)
         m = stored.message
         body = outcome_body(stored)
         body.update(channel=m.channel, received_at=m.received_at.isoformat(),
@@ -52,12 +54,21 @@ def create_app(engine: Engine) -> Starlette:
         return JSONResponse(body)
 
     async def stats(request: Request) -> Response:
+        who = engine.auth.check(request, "read", None)
+        if isinstance(who, Response):
+            return who
         return JSONResponse({"queues": [
             {"channel": s.channel, "destination": s.destination, "pending": s.pending,
              "in_flight": s.in_flight, "delivered": s.delivered, "dead": s.dead,
              "oldest_pending_at": s.oldest_pending_at.isoformat() if s.oldest_pending_at
              else None} for s in await engine.store.stats()]})
 
-    routes += [Route("/healthz", healthz), Route("/readyz", readyz),
-               Route("/api/messages/{message_id}", message), Route("/api/queues", stats)]
+    document = openapi_document(engine)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    routes += [Route("/openapi.json", openapi), Route("/healthz", healthz),
+               Route("/readyz", readyz), Route("/api/messages/{message_id}", message),
+               Route("/api/queues", stats)]
     return Starlette(routes=routes)

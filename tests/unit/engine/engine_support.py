@@ -11,7 +11,7 @@ import pytest
 from alertpipe.config.model import AppSettings
 from alertpipe.destinations import REGISTRY, Delivery, Destination, DestinationConfig, Sent
 from alertpipe.engine import Engine
-from alertpipe.errors import DeliveryError
+from alertpipe.errors import DeliveryError, PermanentError
 from alertpipe.message import Message
 from alertpipe.store import MemoryStore
 
@@ -34,6 +34,8 @@ class Recorder(Destination):
         self.sent: list[Delivery] = []
         self.calls = 0
         self.script: list[DeliveryError | None] = []
+        self.poison: str | None = None  # an order_id that makes the whole batch fail (400)
+        self.hold: asyncio.Event | None = None  # when set, sends wait for it (a slow remote)
         self.event = asyncio.Event()
 
     def targets(self, message: Message) -> Sequence[str | None]:
@@ -42,10 +44,15 @@ class Recorder(Destination):
     async def send_batch(self, deliveries: Sequence[Delivery]) -> list[Any]:
         self.calls += 1
         self.event.set()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.script:
             err = self.script.pop(0)
             if err is not None:
                 return [err] * len(deliveries)
+        if self.poison and any(d.message.body.get("order_id") == self.poison
+                               for d in deliveries):
+            raise PermanentError("400 INVALID_ARGUMENT: the batch holds an invalid row", code=400)
         self.sent.extend(deliveries)
         return [Sent(remote_id=f"r-{d.id}") for d in deliveries]
 
@@ -67,6 +74,19 @@ def settings(**channel: Any) -> AppSettings:
     return AppSettings.model_validate({"engine": {"store": "memory://",
                                                   "poll_interval_seconds": 0.05},
                                        "channels": {"orders": base}})
+
+
+async def settle(engine: Engine, message_id: str, timeout: float = 5.0) -> None:
+    """Wait (on the engine's own outcome events) until every delivery is final."""
+    ev = asyncio.Event()
+    engine._waiters.setdefault(message_id, set()).add(ev)
+    try:
+        async with asyncio.timeout(timeout):
+            while not (await engine.outcome(message_id))[0]:
+                await ev.wait()
+                ev.clear()
+    finally:
+        engine.forget_waiter(message_id, ev)
 
 
 @pytest.fixture

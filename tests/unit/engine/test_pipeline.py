@@ -6,7 +6,7 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from engine_support import Recorder, settings
+from engine_support import Recorder, settings, settle
 
 from alertpipe.engine import Engine
 from alertpipe.errors import PermanentError, RetryableError, ValidationFailed
@@ -17,19 +17,6 @@ def dest(engine: Engine, name: str) -> Recorder:
     d = engine.channels["orders"].destinations[name]
     assert isinstance(d, Recorder)
     return d
-
-
-async def settle(engine: Engine, message_id: str, timeout: float = 5.0) -> None:
-    """Wait (on the engine's own outcome events) until every delivery is final."""
-    ev = asyncio.Event()
-    engine._waiters.setdefault(message_id, set()).add(ev)
-    try:
-        async with asyncio.timeout(timeout):
-            while not (await engine.outcome(message_id))[0]:
-                await ev.wait()
-                ev.clear()
-    finally:
-        engine.forget_waiter(message_id, ev)
 
 
 @pytest.mark.parametrize(("amount", "high"), [("300", False), ("300.00", False),

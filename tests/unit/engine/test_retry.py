@@ -43,3 +43,13 @@ def test_attempt_and_age_caps() -> None:
     old = now - timedelta(seconds=599)
     d = RetryPolicy(S).decide(RetryableError("503", retry_after=5), 2, old, now)
     assert isinstance(d, DeadLetter) and "older than 600s" in d.reason
+
+
+def test_ambiguous_failure_waits_long_enough_for_the_effect_to_land() -> None:
+    now = utcnow()
+    s = RetrySettings(base_delay_seconds=0.01, max_delay_seconds=0.02,
+                      ambiguous_min_delay_seconds=10)
+    d = RetryPolicy(s).decide(RetryableError("timeout", ambiguous=True), 1, now, now)
+    assert isinstance(d, Retry) and d.delay >= 10
+    d = RetryPolicy(s).decide(RetryableError("connect refused"), 1, now, now)
+    assert isinstance(d, Retry) and d.delay <= 0.02
