@@ -10,12 +10,12 @@ from alertpipe.errors import AlertpipeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from alertpipe.cli import demo, emulate, run, send
+    from alertpipe.cli import apikey, demo, dlq, emulate, replay, run, send
 
     parser = argparse.ArgumentParser(
         prog="alertpipe", description="An integration engine for alerting pipelines.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for mod in (run, emulate, send, demo):
+    for mod in (run, emulate, send, demo, dlq, replay, apikey):
         mod.register(sub)
     return parser
 
