@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint bench run emulate clean
+.PHONY: venv demo test test-fast lint bench run emulate clean reliability
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
+
+## reliability: the fault suite at scale (x10 messages and SIGKILLs; `make test` runs it x1);
+## prints the table and writes bench/results/reliability.md
+reliability: venv
+	ALERTPIPE_RELIABILITY_SCALE=$${ALERTPIPE_RELIABILITY_SCALE:-10} \
+	  $(BIN)/python -m pytest tests/reliability -s
 
 ## bench: a burst of 1,000 orders (Sheets calls, quota) and sustained intake measured with wrk
 bench: venv

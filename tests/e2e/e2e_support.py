@@ -50,7 +50,8 @@ class Stack:
             "SHEETS_SPREADSHEET_ID": SHEET, "SHEETS_RANGE": "Orders!A:G",
             "GOOGLE_APPLICATION_CREDENTIALS": str(workdir / "sa.json"),
             "SHEETS_API_BASE": emu.url, "TWILIO_API_BASE": emu.url,
-            "SHEETS_TIMEOUT_SECONDS": "1", "TWILIO_MAX_PER_MINUTE": "1200",
+            "SHEETS_TIMEOUT_SECONDS": "1", "ALERTPIPE_AMBIGUOUS_DELAY": "3",
+            "TWILIO_MAX_PER_MINUTE": "1200",
             "TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": token,
             "TWILIO_FROM_NUMBER": FROM, "ALERT_SMS_TO": ",".join(ON_CALL),
         }
