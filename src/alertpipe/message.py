@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+_rng = random.Random(int.from_bytes(os.urandom(32), "big"))
+
 
 def new_message_id() -> str:
-    """A time-ordered, random 128-bit id in UUIDv7 layout (48-bit milliseconds, then random)."""
+    """A time-ordered, random 128-bit id in UUIDv7 layout (48-bit milliseconds, then random).
+
+    The random part comes from a generator seeded once from the OS, not a system call per id
+    (ids must be unique, not secret); it is re-seeded after ``fork``."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _rng.getrandbits(80)
     value = (ms & ((1 << 48) - 1)) << 80 | rand
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+os.register_at_fork(after_in_child=lambda: _rng.seed(int.from_bytes(os.urandom(32), "big")))
 
 
 def utcnow() -> datetime:

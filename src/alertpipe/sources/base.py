@@ -163,8 +163,8 @@ async def accept_and_answer(
     mid = accepted.message_id
     if accepted.conflict is not None:
         return _duplicate_answer(channel, accepted.conflict, accepted.fingerprint, mid)
-    log.info("accepted", extra={"message_id": mid, "channel": channel,
-                                "routes": list(accepted.routes)})
+    log.debug("accepted", extra={"message_id": mid, "channel": channel,
+                                 "routes": list(accepted.routes)})
     if event is not None and wait:
         try:
             return await _wait_for_outcome(engine, mid, event, wait)

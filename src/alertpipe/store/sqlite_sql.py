@@ -70,6 +70,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX message_keys_expiry ON message_keys(expires_at);
     """,
+    """
+    CREATE INDEX deliveries_open ON deliveries(channel, status)
+        WHERE status IN ('pending', 'in_flight');
+    """,
 ]
 
 
