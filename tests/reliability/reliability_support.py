@@ -368,6 +368,38 @@ class EngineProcess:
             self.proc.stderr.close()
 
 
+@dataclass
+class Scenario:
+    """One running scenario: the emulator stack, a shop posting to it and the engine process."""
+
+    st: Stack
+    shop: Shop
+    engine: EngineProcess
+
+    def restart(self) -> None:
+        """SIGKILL the engine and start it again on the same config and SQLite file."""
+        self.engine.kill()
+        self.engine = EngineProcess(self.st)
+
+    def measure(self, name: str) -> Row:
+        """:func:`measure` over what the shop sent and had acknowledged."""
+        return measure(self.st, name, sent=self.shop.sent, acked=self.shop.acked,
+                       high=self.shop.high, posts=self.shop.posts)
+
+
+@contextmanager
+def scenario(tmp_path: Path, engine_up: threading.Event | None = None,
+             **env: str) -> Iterator[Scenario]:
+    """:func:`stack` (with ``env``), a :class:`Shop` and a started :class:`EngineProcess`; the
+    engine is SIGKILLed on the way out, before the shop and the stack close."""
+    with stack(tmp_path, **env) as st, Shop(st.url, engine_up) as shop:
+        run = Scenario(st, shop, EngineProcess(st))
+        try:
+            yield run
+        finally:
+            run.engine.kill()
+
+
 # -- the shop ----------------------------------------------------------------------------------
 class UnexpectedAnswer(AssertionError):
     pass

@@ -8,16 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reliability_support import (
-    EngineProcess,
-    Shop,
-    ambiguous_attempts,
-    finish,
-    measure,
-    order,
-    scaled,
-    stack,
-)
+from reliability_support import ambiguous_attempts, finish, order, scaled, scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -26,23 +17,18 @@ def test_ambiguous_failures(tmp_path: Path) -> None:
     n = scaled(40)
     orders = [order("AMBI", i, high=i % 3 == 0) for i in range(n)]
     first = 6
-    with (stack(tmp_path, SHEETS_TIMEOUT_SECONDS="1", TWILIO_TIMEOUT_SECONDS="1") as st,
-          Shop(st.url) as shop):
-        engine = EngineProcess(st)
-        try:
-            shop.post_all(orders[:first])
-            st.fault(api="sheets", hang=2, count=2)
-            st.fault(api="twilio", hang=2, count=3)
-            shop.post_all(orders[first:])
-            st.drain()
-            stats = st.stats()
-            row = measure(st, "6 ambiguous (hang > timeout)", sent=shop.sent,
-                          acked=shop.acked, high=shop.high, posts=shop.posts)
-            ambiguous = ambiguous_attempts(st, shop.acked.values())
-            read_back = [e["event"] for e in engine.events()
-                         if str(e.get("event", "")).startswith("read-back found")]
-        finally:
-            engine.kill()
+    with scenario(tmp_path, SHEETS_TIMEOUT_SECONDS="1", TWILIO_TIMEOUT_SECONDS="1") as run:
+        st, shop = run.st, run.shop
+        shop.post_all(orders[:first])
+        st.fault(api="sheets", hang=2, count=2)
+        st.fault(api="twilio", hang=2, count=3)
+        shop.post_all(orders[first:])
+        st.drain()
+        stats = st.stats()
+        row = run.measure("6 ambiguous (hang > timeout)")
+        ambiguous = ambiguous_attempts(st, shop.acked.values())
+        read_back = [e["event"] for e in run.engine.events()
+                     if str(e.get("event", "")).startswith("read-back found")]
     row.notes.append(f"hangs served: sheets {stats['faults_fired'].get('sheets', 0)}, twilio "
                      f"{stats['faults_fired'].get('twilio', 0)}; attempts recorded ambiguous "
                      f"{dict(ambiguous)}; Sheets read-backs that found rows: {read_back}")

@@ -7,16 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reliability_support import (
-    SHEET_DEST,
-    EngineProcess,
-    Shop,
-    finish,
-    measure,
-    order,
-    scaled,
-    stack,
-)
+from reliability_support import SHEET_DEST, finish, order, scaled, scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -27,26 +18,22 @@ def test_poison_message_is_dead_lettered_alone(tmp_path: Path) -> None:
     poison = order("POIS", 0, high=False, customer_name="POISON pill")
     rest = good[3:]
     later = [*rest[: len(rest) // 2], poison, *rest[len(rest) // 2:]]
-    with stack(tmp_path) as st, Shop(st.url) as shop:
-        engine = EngineProcess(st)
-        try:
-            st.fault(api="sheets", status=400, match="POISON", count=-1)
-            # Hold the first append for 2 s (then it succeeds): what arrives meanwhile, the
-            # poison among it, waits and goes out together in the next batch.
-            st.fault(api="sheets", hang=2, count=1, method="spreadsheets.values.append")
-            shop.post_all(good[:3])
-            st.wait_emulator(lambda s: s.faults.active >= 1, 20, "the first append hanging")
-            shop.post_all(later, threads=8)
-            st.drain()
-            poison_id = shop.acked[poison["order_id"]]
-            detail = st.message(poison_id)
-            sheet_queue = st.queue(SHEET_DEST)
-            stats = st.stats()
-            row = measure(st, "5 poison message", sent=shop.sent, acked=shop.acked,
-                          high=shop.high, posts=shop.posts)
-            splits = engine.events("batch refused; splitting it to isolate the message at fault")
-        finally:
-            engine.kill()
+    with scenario(tmp_path) as run:
+        st, shop = run.st, run.shop
+        st.fault(api="sheets", status=400, match="POISON", count=-1)
+        # Hold the first append for 2 s (then it succeeds): what arrives meanwhile, the
+        # poison among it, waits and goes out together in the next batch.
+        st.fault(api="sheets", hang=2, count=1, method="spreadsheets.values.append")
+        shop.post_all(good[:3])
+        st.wait_emulator(lambda s: s.faults.active >= 1, 20, "the first append hanging")
+        shop.post_all(later, threads=8)
+        st.drain()
+        poison_id = shop.acked[poison["order_id"]]
+        detail = st.message(poison_id)
+        sheet_queue = st.queue(SHEET_DEST)
+        stats = st.stats()
+        row = run.measure("5 poison message")
+        splits = run.engine.events("batch refused; splitting it to isolate the message at fault")
     sheet = [d for d in detail["deliveries"] if d["destination"] == SHEET_DEST]
     first_split = splits[0].get("batch") if splits else "-"
     poison_row = sheet[0] if sheet else {}

@@ -10,17 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from reliability_support import (
-    SCALE,
-    SEED,
-    EngineProcess,
-    Shop,
-    finish,
-    measure,
-    order,
-    scaled,
-    stack,
-)
+from reliability_support import SCALE, SEED, finish, order, scaled, scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -33,8 +23,8 @@ def test_random_sigkills_lose_nothing_acknowledged(tmp_path: Path) -> None:
     # deliveries are still in flight.
     points = sorted(rng.sample(range(n // 10, n + 1), kills))
     engine_up = threading.Event()
-    with stack(tmp_path) as st, Shop(st.url, engine_up) as shop:
-        engine = EngineProcess(st)
+    with scenario(tmp_path, engine_up) as run:
+        shop = run.shop
         engine_up.set()
         pool = concurrent.futures.ThreadPoolExecutor(1)
         clients = pool.submit(shop.post_all, orders, 4)
@@ -42,16 +32,14 @@ def test_random_sigkills_lose_nothing_acknowledged(tmp_path: Path) -> None:
             for point in points:
                 shop.wait_acked(point)
                 engine_up.clear()  # before the kill: a client that sees it fail waits
-                engine.kill()
-                engine = EngineProcess(st)
+                run.restart()
                 engine_up.set()
             clients.result(timeout=180)
-            st.drain()
-            row = measure(st, "1 random SIGKILLs", sent=shop.sent, acked=shop.acked,
-                          high=shop.high, posts=shop.posts)
+            run.st.drain()
+            row = run.measure("1 random SIGKILLs")
         finally:
             engine_up.set()
-            engine.kill()
+            run.engine.kill()
             pool.shutdown(wait=False, cancel_futures=True)
     row.notes.append(f"{kills} SIGKILLs after {points} acks (seed {SEED}); "
                      f"answers {dict(shop.answers)}")

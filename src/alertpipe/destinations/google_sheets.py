@@ -52,12 +52,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -66,7 +61,9 @@ from pydantic import ConfigDict, Field
 
 from alertpipe import jsoncodec
 from alertpipe.destinations import register
+from alertpipe.destinations._a1 import RANGE, IdColumn, id_column, row_of
 from alertpipe.destinations._http import keep_ambiguous, parse_retry_after, transport_error
+from alertpipe.destinations._sheet_rows import row as sheet_row
 from alertpipe.destinations.base import Delivery, Destination, DestinationConfig, Outcome, Sent
 from alertpipe.destinations.google_auth import TokenSource, load_service_account
 from alertpipe.errors import (
@@ -84,9 +81,6 @@ DEFAULT_COLUMNS = ["received_at", "message_id", "order_id", "customer", "amount"
                    "high_value"]
 #: ``Sent.detail`` of a delivery found in the sheet by the read-back (counted by the engine).
 READ_BACK_DETAIL = "already in the sheet (found by read-back after an ambiguous failure)"
-_MISSING = object()
-_RANGE = re.compile(r"^(?P<sheet>.+)!(?P<c1>[A-Z]+)(?P<r1>\d+)(?::(?P<c2>[A-Z]+)(?P<r2>\d+))?$")
-_CELLS = re.compile(r"^(?P<c1>[A-Za-z]{0,3})(?P<r1>\d*)(?::(?P<c2>[A-Za-z]{0,3})(?P<r2>\d*))?$")
 
 
 class GoogleSheetsConfig(DestinationConfig):
@@ -191,7 +185,7 @@ class GoogleSheetsDestination(Destination):
         response = await self._authorized(lambda token: self._append(content, token))
         updated = _updated_range(response)
         log.debug("appended %d rows to %s", len(rows), updated)
-        return [Sent(remote_id=updated, detail=_row_range(updated, i, len(rows)))
+        return [Sent(remote_id=updated, detail=row_of(updated, i, len(rows)))
                 for i in range(len(rows))]
 
     async def _read_back(self, deliveries: Sequence[Delivery]) -> dict[str, str]:
@@ -212,7 +206,7 @@ class GoogleSheetsDestination(Destination):
             else:
                 cells = [row[0] if isinstance(row, list) and row else None for row in values]
         sheet, first_row = column.sheet, column.first_row or 1
-        echoed = _RANGE.match(str(data.get("range") or ""))
+        echoed = RANGE.match(str(data.get("range") or ""))
         if echoed:
             sheet, first_row = echoed["sheet"], int(echoed["r1"])
         wanted = {d.message.id for d in deliveries}
@@ -223,17 +217,12 @@ class GoogleSheetsDestination(Destination):
                 found[value] = column.row_range(sheet, first_row + offset)
         return found
 
-    def id_column(self) -> _IdColumn | None:
+    def id_column(self) -> IdColumn | None:
         """Where the ``message_id`` column lives in the configured range (None: not configured).
 
         Raises ``ConfigError`` when the range cannot be understood.
         """
-        if "message_id" not in self.config.columns:
-            return None
-        sheet, first_col, first_row = _parse_range(self.config.range)
-        return _IdColumn(sheet, first_col, first_row,
-                         first_col + self.config.columns.index("message_id"),
-                         len(self.config.columns))
+        return id_column(self.config.range, self.config.columns)
 
     async def _authorized(
             self, call: Callable[[str], Awaitable[httpx.Response]]) -> httpx.Response:
@@ -282,135 +271,7 @@ class GoogleSheetsDestination(Destination):
     # -- rows ------------------------------------------------------------------------------
     def row(self, message: Message) -> list[Any]:
         """The sheet row for ``message``, one cell per configured column."""
-        return [_cell(_column_value(message, column)) for column in self.config.columns]
-
-
-@dataclass(frozen=True, slots=True)
-class _IdColumn:
-    """The message-id column of a configured range.
-
-    ``sheet`` is the sheet part as written ("" when the range names none); columns are 0-based;
-    ``first_row`` is 1-based, or None when the range has no row bound.
-    """
-
-    sheet: str
-    first_col: int
-    first_row: int | None
-    col: int
-    width: int
-
-    @property
-    def a1(self) -> str:
-        """The column as an A1 range, open-ended downwards: ``Orders!B:B``, ``Orders!B5:B``."""
-        letters = _letters(self.col)
-        top = "" if self.first_row is None else str(self.first_row)
-        return f"{self.sheet}!{letters}{top}:{letters}" if self.sheet else \
-            f"{letters}{top}:{letters}"
-
-    def row_range(self, sheet: str, row: int) -> str:
-        """The configured columns of one row: ``Orders!A7:G7``."""
-        cells = (f"{_letters(self.first_col)}{row}:"
-                 f"{_letters(self.first_col + self.width - 1)}{row}")
-        return f"{sheet}!{cells}" if sheet else cells
-
-
-def _parse_range(text: str) -> tuple[str, int, int | None]:
-    """``(sheet part as written, first column 0-based, first row 1-based or None)``.
-
-    ``Orders`` and ``'My Orders'`` are whole sheets; ``A:G``/``A1:G`` without ``!`` are cells of
-    the first sheet. A bare word without digits or a colon (``Log``) is taken as a sheet name.
-    """
-    text = text.strip()
-    bad = ConfigError(f"google_sheets: cannot understand range {text!r} (expected A1 notation "
-                      "such as Sheet1!A:G)", key="range")
-    if text.startswith("'"):
-        i = 1
-        while True:
-            q = text.find("'", i)
-            if q < 0:
-                raise bad
-            if text[q + 1:q + 2] != "'":
-                break
-            i = q + 2
-        sheet, rest = text[:q + 1], text[q + 1:]
-        if rest and not rest.startswith("!"):
-            raise bad
-        cells = rest[1:]
-    elif "!" in text:
-        sheet, cells = text.rsplit("!", 1)
-    elif _CELLS.match(text) and (":" in text or any(c.isdigit() for c in text)):
-        sheet, cells = "", text
-    else:
-        sheet, cells = text, ""
-    if not cells:
-        return sheet, 0, None
-    match = _CELLS.match(cells)
-    if match is None or not (match["c1"] or match["r1"]):
-        raise bad
-    return (sheet, _column_index(match["c1"]) if match["c1"] else 0,
-            int(match["r1"]) if match["r1"] else None)
-
-
-def _letters(index: int) -> str:
-    """0 -> ``A``, 25 -> ``Z``, 26 -> ``AA``."""
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
-
-
-def _column_index(letters: str) -> int:
-    value = 0
-    for char in letters.upper():
-        value = value * 26 + ord(char) - 64
-    return value - 1
-
-
-def _column_value(message: Message, column: str) -> Any:
-    if column == "message_id":
-        return message.id
-    if column == "received_at":
-        at = message.received_at
-        return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
-    if column == "channel":
-        return message.channel
-    value = _lookup(message.body, column)
-    if value is _MISSING and column == "customer":
-        value = _lookup(message.body, "customer_name")
-    return None if value is _MISSING else value
-
-
-def _lookup(body: Mapping[str, Any], path: str) -> Any:
-    """``body[path]``, else a dotted walk through mappings and list indices, else ``_MISSING``."""
-    if path in body:
-        return body[path]
-    current: Any = body
-    for part in path.split("."):
-        if isinstance(current, Mapping) and part in current:
-            current = current[part]
-        elif (isinstance(current, Sequence) and not isinstance(current, str | bytes)
-              and part.isdigit() and int(part) < len(current)):
-            current = current[int(part)]
-        else:
-            return _MISSING
-    return current
-
-
-def _cell(value: Any) -> Any:
-    """A JSON-ready cell: None -> "", bool and numbers kept, containers -> compact JSON text."""
-    if value is None:
-        return ""
-    if isinstance(value, bool | int | Decimal | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Mapping | list | tuple | set | frozenset):
-        return jsoncodec.dumps(value)
-    return str(value)
+        return sheet_row(message, self.config.columns)
 
 
 def _peek_client_email(path: str) -> str | None:
@@ -462,15 +323,6 @@ def _updated_range(response: httpx.Response) -> str | None:
     except (ValueError, KeyError, TypeError):
         return None
     return str(updated)
-
-
-def _row_range(updated: str | None, index: int, count: int) -> str:
-    """The one-row range of row ``index`` inside ``updated`` ("Sheet1!A7:G9" -> "Sheet1!A8:G8")."""
-    match = _RANGE.match(updated or "")
-    if not match:
-        return f"row {index + 1} of {count}"
-    row = int(match["r1"]) + index
-    return f"{match['sheet']}!{match['c1']}{row}:{match['c2'] or match['c1']}{row}"
 
 
 __all__ = ["DEFAULT_COLUMNS", "READ_BACK_DETAIL", "GoogleSheetsConfig", "GoogleSheetsDestination"]

@@ -35,11 +35,8 @@ Residual duplicate risk (count it: ``Sent.detail == FOUND_BY_LOOKUP`` marks the 
   ref such as the order id) in ``template`` to make the match exact.
 
 SMS pumping cap. ``max_per_recipient_per_hour`` (default 30, 0 = no cap) bounds successful sends
-per recipient in a sliding hour. A send beyond it raises ``RetryableError(code="recipient_cap",
-retry_after=<seconds until the oldest send leaves the window>)`` without calling Twilio. The
-window lives in this destination instance: it is per process and starts empty on restart. Only
-confirmed sends count (a slot is held while a request is in flight and given back if it fails);
-a text that went out behind an ambiguous failure is counted once the lookup finds it.
+per recipient in a sliding hour, in this process (see :mod:`._recipient_cap`); a send beyond it
+raises ``RetryableError(code="recipient_cap", retry_after=...)`` without calling Twilio.
 
 Error mapping (Twilio's error body is ``{"code", "message", "more_info", "status"}``)::
 
@@ -54,9 +51,9 @@ Error mapping (Twilio's error body is ``{"code", "message", "more_info", "status
     read timeout, RemoteProtocolError, …    -> RetryableError(ambiguous=True)
     recipient cap reached                   -> RetryableError(code="recipient_cap")
 
-The text is ``template.format_map(fields)`` over the body plus ``message_id`` and ``channel``;
-a missing (or null) field renders as "" even with a format spec or an index
-(``{billing[phone]}``). A template that cannot render is a ``ConfigError`` at construction.
+The text is ``template.format_map(fields)`` over the body plus ``message_id`` and ``channel``,
+a missing field rendering as "" (see :mod:`._sms_template`); a template that cannot render is a
+``ConfigError`` at construction.
 
 No log line and no error message carries the auth token or the API secret.
 """
@@ -65,18 +62,18 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, timedelta
-from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from alertpipe.destinations import register
-from alertpipe.destinations._http import keep_ambiguous, parse_retry_after, transport_error
+from alertpipe.destinations._http import keep_ambiguous, transport_error
+from alertpipe.destinations._recipient_cap import RecipientWindow
+from alertpipe.destinations._sms_template import check_template, render
+from alertpipe.destinations._twilio_errors import PERMANENT_CODES, json_body, status_error
 from alertpipe.destinations.base import Delivery, Destination, DestinationConfig, Sent
 from alertpipe.errors import (
     ConfigError,
@@ -91,9 +88,6 @@ from alertpipe.message import Message
 log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "High-value order {order_id}: ${amount} {currency} from {customer_name}"
-MAX_BODY = 1600
-#: Twilio error codes about the recipient or sender that no retry can fix.
-PERMANENT_CODES = frozenset({21211, 21408, 21606, 21608, 21610, 21612, 21614})
 #: ``Sent.detail`` of a delivery found by the lookup instead of sent again (counted by the engine).
 FOUND_BY_LOOKUP = "found by lookup after an ambiguous failure"
 LOOKUP_PAGE_SIZE = 50
@@ -103,8 +97,6 @@ _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 _API_KEY = re.compile(r"^SK[0-9a-fA-F]{32}$")
 _SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
-_SAMPLE = {"order_id": "A-1", "customer_name": "Ada", "customer": "Ada", "amount": Decimal("1.00"),
-           "currency": "USD", "high_value": True, "message_id": "m", "channel": "c"}
 
 
 class TwilioSmsConfig(DestinationConfig):
@@ -196,82 +188,6 @@ class TwilioSmsConfig(DestinationConfig):
         return list(dict.fromkeys(value))  # one text per person, even if listed twice
 
 
-class _Empty:
-    """A missing template field: renders as "" whatever the format spec, index or attribute."""
-
-    def __format__(self, spec: str) -> str:
-        return ""
-
-    def __repr__(self) -> str:
-        return ""
-
-    __str__ = __repr__
-
-    def __getattr__(self, name: str) -> _Empty:
-        return self
-
-    def __getitem__(self, key: Any) -> _Empty:
-        return self
-
-
-_EMPTY = _Empty()
-
-
-class _Blank(dict[str, Any]):
-    """Template fields (``str.format_map``): a missing field renders as the empty string."""
-
-    def __missing__(self, key: str) -> _Empty:
-        return _EMPTY
-
-
-class RecipientWindow:
-    """Sends per recipient in a sliding window (default one hour), capped at ``cap`` (0: no cap).
-
-    Held in memory by one destination instance: per process, empty after a restart. A slot is
-    reserved before the request (so concurrent sends cannot overshoot) and released if the send
-    fails; ``clock`` is monotonic seconds.
-    """
-
-    def __init__(self, cap: int, *, period: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.cap = cap
-        self.period = period
-        self.clock = clock
-        self._sends: dict[str, deque[float]] = {}
-
-    def reserve(self, recipient: str) -> float | None:
-        """Take a slot and return its stamp; ``None`` when uncapped. Raise when the cap is hit."""
-        if self.cap <= 0:
-            return None
-        now = self.clock()
-        sends = self._sends.setdefault(recipient, deque())
-        while sends and sends[0] <= now - self.period:
-            sends.popleft()
-        if len(sends) >= self.cap:
-            wait = max(0.0, sends[0] + self.period - now)
-            raise RetryableError(
-                f"twilio_sms: recipient cap of {self.cap} per hour reached for {recipient}; "
-                f"next slot in {wait:.0f}s", retry_after=wait, code="recipient_cap")
-        sends.append(now)
-        return now
-
-    def release(self, recipient: str, stamp: float | None) -> None:
-        """Give back a slot taken by :meth:`reserve` (the send did not happen)."""
-        sends = self._sends.get(recipient)
-        if stamp is None or sends is None:
-            return
-        try:
-            sends.remove(stamp)
-        except ValueError:
-            pass
-        if not sends:
-            del self._sends[recipient]
-
-    def count(self, recipient: str) -> int:
-        """Slots held for ``recipient`` (including expired ones not yet pruned)."""
-        return len(self._sends.get(recipient, ()))
-
-
 @register
 class TwilioSmsDestination(Destination):
     """Sends one SMS per delivery (one delivery per recipient) through Twilio's Messages API."""
@@ -291,7 +207,7 @@ class TwilioSmsDestination(Destination):
         self.concurrency = config.concurrency
         self.max_requests_per_minute = config.max_requests_per_minute
         self.recipient_window = RecipientWindow(config.max_per_recipient_per_hour)
-        self._check_template()
+        check_template(self.config.template)
 
     # -- lifecycle -------------------------------------------------------------------------
     def check(self) -> None:
@@ -306,15 +222,7 @@ class TwilioSmsDestination(Destination):
                               key="from_number")
         if not cfg.to:
             raise ConfigError("twilio_sms: no recipients in to (set ALERT_SMS_TO)", key="to")
-        self._check_template()
-
-    def _check_template(self) -> None:
-        try:
-            self.config.template.format_map(_Blank(_SAMPLE))
-            self.config.template.format_map(_Blank())
-        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
-            raise ConfigError(f"twilio_sms: template is not a valid format string "
-                              f"({type(exc).__name__}: {exc})", key="template") from exc
+        check_template(self.config.template)
 
     def _auth(self) -> httpx.BasicAuth:
         """Basic auth from the complete credential pair; a half-set pair is an error."""
@@ -346,15 +254,7 @@ class TwilioSmsDestination(Destination):
     # -- sending ---------------------------------------------------------------------------
     def render(self, message: Message) -> str:
         """The SMS text for ``message``, truncated to Twilio's 1600-character limit."""
-        fields = _Blank({k: _EMPTY if v is None else v for k, v in message.body.items()
-                         if isinstance(k, str)})
-        fields.update(message_id=message.id, channel=message.channel)
-        try:
-            text = self.config.template.format_map(fields)
-        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
-            raise PermanentError(f"twilio_sms: template cannot render this message "
-                                 f"({type(exc).__name__})") from exc
-        return text[:MAX_BODY]
+        return render(self.config.template, message)
 
     async def send(self, delivery: Delivery) -> Sent:
         if self.http is None:
@@ -394,12 +294,12 @@ class TwilioSmsDestination(Destination):
         except httpx.HTTPError as exc:
             raise transport_error(exc, "Twilio") from exc
         if response.is_success:
-            reply = _json(response)
+            reply = json_body(response)
             sid = reply.get("sid")
             log.debug("twilio message %s to %s", sid, target)
             return Sent(remote_id=str(sid) if sid else None,
                         detail=str(reply["status"]) if reply.get("status") else None)
-        raise _status_error(response)
+        raise status_error(response)
 
     async def _lookup(self, target: str, body: str, delivery: Delivery) -> str | None:
         """The SID of a message already created for this delivery, or ``None``."""
@@ -422,8 +322,8 @@ class TwilioSmsDestination(Destination):
             except httpx.HTTPError as exc:
                 raise transport_error(exc, "Twilio") from exc
             if not response.is_success:
-                raise _status_error(response)
-            page = _json(response)
+                raise status_error(response)
+            page = json_body(response)
             messages = page.get("messages")
             for message in messages if isinstance(messages, list) else []:
                 if isinstance(message, Mapping) and self._same(message, target, body):
@@ -445,34 +345,6 @@ class TwilioSmsDestination(Destination):
     def _messages_url(self) -> str:
         cfg = self.config
         return f"{cfg.api_base.rstrip('/')}/2010-04-01/Accounts/{cfg.account_sid}/Messages.json"
-
-
-def _json(response: httpx.Response) -> Mapping[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, Mapping) else {}
-
-
-def _status_error(response: httpx.Response) -> RetryableError | PermanentError:
-    status = response.status_code
-    body = _json(response)
-    raw_code = body.get("code")
-    code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
-    detail = " ".join(str(body.get("message") or response.reason_phrase).split())[:300]
-    text = f"Twilio {code}: {detail}" if code else f"Twilio HTTP {status}: {detail}"
-    if status == 429 or code == 20429:
-        return RetryableError(text, code=code or status,
-                              retry_after=parse_retry_after(response.headers.get("retry-after")))
-    if code in PERMANENT_CODES:
-        return PermanentError(text, code=code)
-    if status >= 500:
-        return RetryableError(text, code=code or status, ambiguous=True,
-                              retry_after=parse_retry_after(response.headers.get("retry-after")))
-    if status == 401 or code == 20003:
-        return PermanentError(f"Twilio authentication failed: {text}", code=code or status)
-    return PermanentError(text, code=code or status)
 
 
 __all__ = ["DEFAULT_TEMPLATE", "FOUND_BY_LOOKUP", "LOOKUP_MAX_PAGES", "PERMANENT_CODES",

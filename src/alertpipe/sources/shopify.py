@@ -23,30 +23,22 @@ as sent; ``customer_name`` comes from ``customer`` then the billing then the shi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from alertpipe.sources.base import Source, accept_and_answer, register
+from alertpipe.sources.base import register
 from alertpipe.sources.webhook import (
     WebhookConfig,
-    WebhookIntake,
+    WebhookSource,
     full_name,
-    header_meta,
     id_str,
-    ignored,
     obj,
     require_secret,
     split_phone,
     text,
-    verify_base64_hmac,
 )
-from alertpipe.store.base import MessageKey
-
-if TYPE_CHECKING:
-    from alertpipe.engine.core import Engine
 
 SIGNATURE_HEADER = "x-shopify-hmac-sha256"
 _META_HEADERS = {"topic": "x-shopify-topic", "event_id": "x-shopify-event-id",
@@ -109,47 +101,21 @@ def map_order(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 @register
-class ShopifySource(Source):
+class ShopifySource(WebhookSource):
     type_name = "shopify"
     Config = ShopifyConfig
+    meta_headers = _META_HEADERS
+    topic_header = _META_HEADERS["topic"]
+    event_headers = (_META_HEADERS["event_id"], _META_HEADERS["webhook_id"])
 
     def check(self) -> None:
         require_secret(self.config.secret, "the Shopify app's client secret")
 
-    def routes(self, engine: Engine) -> list[Route]:
-        return [Route(self.config.path, self.endpoint(engine), methods=["POST"])]
+    def verify(self, request: Request, raw: bytes) -> Response | None:
+        return self.base64_signed(request, raw, SIGNATURE_HEADER, "X-Shopify-Hmac-Sha256")
 
-    def endpoint(self, engine: Engine) -> Any:
-        cfg: ShopifyConfig = self.config
-        channel = self.channel
-        intake = WebhookIntake(channel, cfg)
-
-        async def endpoint(request: Request) -> Response:
-            if (limited := intake.rate_limited(request)) is not None:
-                return limited
-            raw = await intake.read(request)
-            if isinstance(raw, Response):
-                return raw
-            presented = request.headers.get(SIGNATURE_HEADER)
-            if not presented:
-                return intake.refused(request, "the X-Shopify-Hmac-Sha256 header is missing")
-            if not verify_base64_hmac(cfg.secret.get_secret_value(), raw, presented):
-                return intake.refused(request, "the X-Shopify-Hmac-Sha256 signature does not "
-                                      "match the body")
-            meta: dict[str, Any] = header_meta(request, _META_HEADERS)
-            if meta.get("topic") not in cfg.topics:
-                return ignored(meta.get("topic"))
-            payload = intake.parse(raw)
-            if isinstance(payload, Response):
-                return payload
-            meta["remote_addr"] = request.client.host if request.client else None
-            event = meta.get("event_id") or meta.get("webhook_id")
-            keys = [] if not event else [
-                MessageKey("event", event, cfg.dedupe_window_seconds)]
-            return await accept_and_answer(engine, channel, request, map_order(payload), raw,
-                                           meta, keys=keys)
-
-        return endpoint
+    def map(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return map_order(payload)
 
 
 __all__ = ["ShopifyConfig", "ShopifySource", "map_order"]

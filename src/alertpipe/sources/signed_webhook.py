@@ -22,20 +22,16 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field, SecretStr
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from alertpipe.errors import CredentialsError
-from alertpipe.sources.base import Source, accept_and_answer, fingerprint, register, reject
-from alertpipe.sources.webhook import WebhookConfig, WebhookIntake, hmac_sha256
+from alertpipe.sources.base import fingerprint, register, reject
+from alertpipe.sources.webhook import WebhookConfig, WebhookSource, hmac_sha256
 from alertpipe.store.base import MessageKey
-
-if TYPE_CHECKING:
-    from alertpipe.engine.core import Engine
 
 TIMESTAMP_HEADER = "x-alertpipe-timestamp"
 SIGNATURE_HEADER = "x-alertpipe-signature"
@@ -86,9 +82,10 @@ def verify(secrets: Sequence[str], timestamp: str, raw: bytes, presented: Sequen
 
 
 @register
-class SignedWebhookSource(Source):
+class SignedWebhookSource(WebhookSource):
     type_name = "signed_webhook"
     Config = SignedWebhookConfig
+    event_headers = (EVENT_HEADER,)
 
     def __init__(self, channel: str, config: Any, *,
                  clock: Callable[[], float] = time.time) -> None:
@@ -100,61 +97,52 @@ class SignedWebhookSource(Source):
             raise CredentialsError("no webhook secret is set; set secret (and, while rotating, "
                                    "secrets) to the key shared with the sender", key="secret")
 
-    def routes(self, engine: Engine) -> list[Route]:
-        return [Route(self.config.path, self.endpoint(engine), methods=["POST"])]
+    def pre_check(self, request: Request) -> Response | None:
+        idem = request.headers.get("idempotency-key")
+        if idem is not None and not 1 <= len(idem) <= 255:
+            return reject(400, "bad_idempotency_key",
+                          "Idempotency-Key must be 1 to 255 characters")
+        event = request.headers.get(EVENT_HEADER)
+        if event is not None and not 1 <= len(event) <= 255:
+            return reject(400, "bad_event_id", "X-Alertpipe-Event-Id must be 1 to 255 "
+                          "characters")
+        return None
 
-    def endpoint(self, engine: Engine) -> Any:
+    def verify(self, request: Request, raw: bytes) -> Response | None:
         cfg: SignedWebhookConfig = self.config
-        channel = self.channel
-        intake = WebhookIntake(channel, cfg)
+        stamp = request.headers.get(TIMESTAMP_HEADER)
+        if not stamp:
+            return self.refused(request, "the X-Alertpipe-Timestamp header is missing")
+        if not _TIMESTAMP.fullmatch(stamp):
+            return self.refused(request, "X-Alertpipe-Timestamp must be an integer "
+                                "(Unix seconds)")
+        header = request.headers.get(SIGNATURE_HEADER)
+        if not header:
+            return self.refused(request, "the X-Alertpipe-Signature header is missing")
+        presented = v1_signatures(header)
+        if not presented:
+            return self.refused(request, "X-Alertpipe-Signature holds no v1= signature")
+        if not verify(cfg.all_secrets(), stamp, raw, presented):
+            return self.refused(request, "the X-Alertpipe-Signature signature does not "
+                                "match the timestamp and body")
+        if abs(self.clock() - int(stamp)) > cfg.tolerance_seconds:
+            return self.refused(request, "X-Alertpipe-Timestamp is more than "
+                                f"{cfg.tolerance_seconds} seconds from the server's "
+                                "clock; sign the request again")
+        return None
 
-        async def endpoint(request: Request) -> Response:
-            if (limited := intake.rate_limited(request)) is not None:
-                return limited
-            idem = request.headers.get("idempotency-key")
-            if idem is not None and not 1 <= len(idem) <= 255:
-                return reject(400, "bad_idempotency_key",
-                              "Idempotency-Key must be 1 to 255 characters")
-            event = request.headers.get(EVENT_HEADER)
-            if event is not None and not 1 <= len(event) <= 255:
-                return reject(400, "bad_event_id", "X-Alertpipe-Event-Id must be 1 to 255 "
-                              "characters")
-            raw = await intake.read(request)
-            if isinstance(raw, Response):
-                return raw
-            stamp = request.headers.get(TIMESTAMP_HEADER)
-            if not stamp:
-                return intake.refused(request, "the X-Alertpipe-Timestamp header is missing")
-            if not _TIMESTAMP.fullmatch(stamp):
-                return intake.refused(request, "X-Alertpipe-Timestamp must be an integer "
-                                      "(Unix seconds)")
-            header = request.headers.get(SIGNATURE_HEADER)
-            if not header:
-                return intake.refused(request, "the X-Alertpipe-Signature header is missing")
-            presented = v1_signatures(header)
-            if not presented:
-                return intake.refused(request, "X-Alertpipe-Signature holds no v1= signature")
-            if not verify(cfg.all_secrets(), stamp, raw, presented):
-                return intake.refused(request, "the X-Alertpipe-Signature signature does not "
-                                      "match the timestamp and body")
-            if abs(self.clock() - int(stamp)) > cfg.tolerance_seconds:
-                return intake.refused(request, "X-Alertpipe-Timestamp is more than "
-                                      f"{cfg.tolerance_seconds} seconds from the server's "
-                                      "clock; sign the request again")
-            body = intake.parse(raw)
-            if isinstance(body, Response):
-                return body
-            keys = []
-            if event:
-                keys.append(MessageKey("event", event, cfg.dedupe_window_seconds))
-            if idem is not None:
-                keys.append(MessageKey("idempotency", idem, cfg.idempotency_window_seconds,
-                                       fingerprint(raw)))
-            meta = {"remote_addr": request.client.host if request.client else None,
-                    "signed_at": int(stamp), **({"event_id": event} if event else {})}
-            return await accept_and_answer(engine, channel, request, body, raw, meta, keys=keys)
+    def keys(self, request: Request, raw: bytes) -> list[MessageKey]:
+        keys = super().keys(request, raw)
+        idem = request.headers.get("idempotency-key")
+        if idem is not None:
+            keys.append(MessageKey("idempotency", idem, self.config.idempotency_window_seconds,
+                                   fingerprint(raw)))
+        return keys
 
-        return endpoint
+    def meta(self, request: Request) -> dict[str, Any]:
+        event = request.headers.get(EVENT_HEADER)
+        return {**super().meta(request), "signed_at": int(request.headers[TIMESTAMP_HEADER]),
+                **({"event_id": event} if event else {})}
 
 
 __all__ = ["SignedWebhookConfig", "SignedWebhookSource", "sign", "v1_signatures", "verify"]

@@ -3,30 +3,46 @@
 A platform webhook cannot carry one of our API keys, so these sources authenticate each request
 by its HMAC signature instead of :meth:`Engine.gate`; only the per-client rate limit of ``gate``
 is applied (:class:`WebhookIntake.rate_limited`, before the body is read). The order of work is
-fixed: rate limit, read the raw bytes with the size limit (413), verify the signature over those
-exact bytes in constant time (401), and only then parse (400) and map. A rejected request is
-never queued, and no secret, signature or body ever reaches a log line or an answer.
+fixed, and :class:`WebhookSource` runs it for every platform: rate limit, the platform's header
+checks (:meth:`~WebhookSource.pre_check`), read the raw bytes with the size limit (413), verify
+the signature over those exact bytes in constant time (401, :meth:`~WebhookSource.verify`), drop
+unwanted topics (:meth:`~WebhookSource.skip`), and only then parse (400), map and accept. A
+rejected request is never queued, and no secret, signature or body ever reaches a log line or an
+answer. A platform file holds only its config, its verification and its mapping.
 """
 
 from __future__ import annotations
 
+import abc
 import base64
 import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from alertpipe.auth import ClientRateLimiter, too_many
 from alertpipe.errors import CredentialsError, MalformedInput
-from alertpipe.sources.base import BodyTooLarge, SourceConfig, read_limited, reject
+from alertpipe.sources.base import (
+    BodyTooLarge,
+    Source,
+    SourceConfig,
+    accept_and_answer,
+    read_limited,
+    reject,
+)
 from alertpipe.sources.jsonparse import parse_json_object
+from alertpipe.store.base import MessageKey
+
+if TYPE_CHECKING:
+    from alertpipe.engine.core import Engine
 
 log = logging.getLogger("alertpipe.source.webhook")
 
@@ -75,6 +91,17 @@ def unauthorized(message: str) -> JSONResponse:
     return reject(401, "unauthorized", message)
 
 
+def client_of(request: Request) -> str:
+    return f"ip:{request.client.host if request.client else 'unknown'}"
+
+
+def refuse(channel: str, request: Request, reason: str) -> JSONResponse:
+    """Log (without secrets or body) and answer 401."""
+    log.info("webhook refused", extra={"channel": channel, "reason": reason,
+                                       "client": client_of(request)})
+    return unauthorized(reason)
+
+
 # -- intake ----------------------------------------------------------------------------------
 class WebhookIntake:
     """Per-source state for the request steps every webhook source runs."""
@@ -85,7 +112,7 @@ class WebhookIntake:
         self._limiter: ClientRateLimiter | None = None
 
     def client(self, request: Request) -> str:
-        return f"ip:{request.client.host if request.client else 'unknown'}"
+        return client_of(request)
 
     def rate_limited(self, request: Request) -> Response | None:
         """429 when this client is over ``rate_limit`` (the part of ``Engine.gate`` that applies
@@ -117,11 +144,92 @@ class WebhookIntake:
         except MalformedInput as exc:
             return reject(400, "malformed_json", str(exc))
 
+
+class WebhookSource(Source):
+    """One ``POST`` route running the fixed webhook flow; subclasses fill in the hooks.
+
+    The class attributes describe a platform's headers: ``meta_headers`` (``{meta key: header}``,
+    copied into the message meta when present), ``topic_header`` (when set, a topic not in the
+    config's ``topics`` is acknowledged :func:`ignored`) and ``event_headers`` (the first one
+    present is the delivery's dedupe key, kept ``dedupe_window_seconds``).
+    """
+
+    meta_headers: ClassVar[Mapping[str, str]] = {}
+    topic_header: ClassVar[str | None] = None
+    event_headers: ClassVar[tuple[str, ...]] = ()
+
+    def routes(self, engine: Engine) -> list[Route]:
+        return [Route(self.config.path, self.endpoint(engine), methods=["POST"])]
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def pre_check(self, request: Request) -> Response | None:
+        """An answer that refuses the request before its body is read, or None."""
+        return None
+
+    @abc.abstractmethod
+    def verify(self, request: Request, raw: bytes) -> Response | None:
+        """The answer to a request that is not (or need not be) verified, or None to go on."""
+
+    def skip(self, request: Request) -> Response | None:
+        """200 ``ignored`` for a verified event whose topic this channel does not want."""
+        if self.topic_header is None:
+            return None
+        topic = request.headers.get(self.topic_header)
+        return None if topic in self.config.topics else ignored(topic)
+
+    def map(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The platform's payload as an alertpipe message body."""
+        return payload
+
+    def keys(self, request: Request, raw: bytes) -> list[MessageKey]:
+        """The dedupe / idempotency keys of this request: the platform's event id, if any."""
+        event = next((v for h in self.event_headers if (v := request.headers.get(h))), None)
+        return [] if not event else [
+            MessageKey("event", event, self.config.dedupe_window_seconds)]
+
+    def meta(self, request: Request) -> dict[str, Any]:
+        """The message meta: the ``meta_headers`` present, then the caller's address."""
+        return {**header_meta(request, self.meta_headers),
+                "remote_addr": request.client.host if request.client else None}
+
     def refused(self, request: Request, reason: str) -> JSONResponse:
-        """Log (without secrets or body) and answer 401."""
-        log.info("webhook refused", extra={"channel": self.channel, "reason": reason,
-                                           "client": self.client(request)})
-        return unauthorized(reason)
+        """401 with ``reason``, logged without secrets or body."""
+        return refuse(self.channel, request, reason)
+
+    def base64_signed(self, request: Request, raw: bytes, header: str,
+                      name: str) -> Response | None:
+        """None when ``header`` holds the base64 HMAC-SHA256 of ``raw`` under ``secret``; else
+        the 401 naming the header as ``name`` (its spelling in the platform's documentation)."""
+        presented = request.headers.get(header)
+        if not presented:
+            return self.refused(request, f"the {name} header is missing")
+        if not verify_base64_hmac(self.config.secret.get_secret_value(), raw, presented):
+            return self.refused(request, f"the {name} signature does not match the body")
+        return None
+
+    # -- the flow ------------------------------------------------------------------------------
+    def endpoint(self, engine: Engine) -> Callable[[Request], Awaitable[Response]]:
+        intake = WebhookIntake(self.channel, self.config)
+
+        async def endpoint(request: Request) -> Response:
+            if (limited := intake.rate_limited(request)) is not None:
+                return limited
+            if (early := self.pre_check(request)) is not None:
+                return early
+            raw = await intake.read(request)
+            if isinstance(raw, Response):
+                return raw
+            if (answer := self.verify(request, raw)) is not None:
+                return answer
+            if (skipped := self.skip(request)) is not None:
+                return skipped
+            payload = intake.parse(raw)
+            if isinstance(payload, Response):
+                return payload
+            return await accept_and_answer(engine, self.channel, request, self.map(payload),
+                                           raw, self.meta(request), keys=self.keys(request, raw))
+
+        return endpoint
 
 
 def ignored(topic: str | None) -> JSONResponse:
@@ -203,6 +311,7 @@ def money_str(value: Any) -> str | None:
     return format(number, "f")
 
 
-__all__ = ["E164", "WebhookConfig", "WebhookIntake", "base64_hmac", "full_name", "header_meta",
-           "hmac_sha256", "id_str", "ignored", "money_str", "obj", "require_secret", "same",
-           "split_phone", "text", "unauthorized", "verify_base64_hmac"]
+__all__ = ["E164", "WebhookConfig", "WebhookIntake", "WebhookSource", "base64_hmac", "client_of",
+           "full_name", "header_meta", "hmac_sha256", "id_str", "ignored", "money_str", "obj",
+           "refuse", "require_secret", "same", "split_phone", "text",
+           "unauthorized", "verify_base64_hmac"]

@@ -27,31 +27,23 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from alertpipe.sources.base import Source, accept_and_answer, register
+from alertpipe.sources.base import register
 from alertpipe.sources.webhook import (
     WebhookConfig,
-    WebhookIntake,
+    WebhookSource,
     full_name,
-    header_meta,
     id_str,
-    ignored,
     money_str,
     obj,
     require_secret,
     split_phone,
     text,
-    verify_base64_hmac,
 )
-from alertpipe.store.base import MessageKey
-
-if TYPE_CHECKING:
-    from alertpipe.engine.core import Engine
 
 SIGNATURE_HEADER = "x-wc-webhook-signature"
 _PING = re.compile(rb"webhook_id=\d{1,20}")
@@ -134,49 +126,23 @@ def map_order(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 @register
-class WooCommerceSource(Source):
+class WooCommerceSource(WebhookSource):
     type_name = "woocommerce"
     Config = WooCommerceConfig
+    meta_headers = _META_HEADERS
+    topic_header = _META_HEADERS["topic"]
+    event_headers = (_META_HEADERS["delivery_id"],)
 
     def check(self) -> None:
         require_secret(self.config.secret, "the secret of the WooCommerce webhook")
 
-    def routes(self, engine: Engine) -> list[Route]:
-        return [Route(self.config.path, self.endpoint(engine), methods=["POST"])]
+    def verify(self, request: Request, raw: bytes) -> Response | None:
+        if is_ping(request, raw):
+            return JSONResponse({"status": "ok"}, status_code=200)
+        return self.base64_signed(request, raw, SIGNATURE_HEADER, "X-WC-Webhook-Signature")
 
-    def endpoint(self, engine: Engine) -> Any:
-        cfg: WooCommerceConfig = self.config
-        channel = self.channel
-        intake = WebhookIntake(channel, cfg)
-
-        async def endpoint(request: Request) -> Response:
-            if (limited := intake.rate_limited(request)) is not None:
-                return limited
-            raw = await intake.read(request)
-            if isinstance(raw, Response):
-                return raw
-            if is_ping(request, raw):
-                return JSONResponse({"status": "ok"}, status_code=200)
-            presented = request.headers.get(SIGNATURE_HEADER)
-            if not presented:
-                return intake.refused(request, "the X-WC-Webhook-Signature header is missing")
-            if not verify_base64_hmac(cfg.secret.get_secret_value(), raw, presented):
-                return intake.refused(request, "the X-WC-Webhook-Signature signature does not "
-                                      "match the body")
-            meta: dict[str, Any] = header_meta(request, _META_HEADERS)
-            if meta.get("topic") not in cfg.topics:
-                return ignored(meta.get("topic"))
-            payload = intake.parse(raw)
-            if isinstance(payload, Response):
-                return payload
-            meta["remote_addr"] = request.client.host if request.client else None
-            delivery = meta.get("delivery_id")
-            keys = [] if not delivery else [
-                MessageKey("event", delivery, cfg.dedupe_window_seconds)]
-            return await accept_and_answer(engine, channel, request, map_order(payload), raw,
-                                           meta, keys=keys)
-
-        return endpoint
+    def map(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return map_order(payload)
 
 
 __all__ = ["WooCommerceConfig", "WooCommerceSource", "is_ping", "map_order"]

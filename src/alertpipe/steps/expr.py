@@ -26,168 +26,29 @@ Semantics, decided once:
 from __future__ import annotations
 
 import ast
-import operator
-import re
 from collections.abc import Callable, Mapping
-from decimal import Context, Decimal, DecimalException, DivisionByZero, InvalidOperation, Overflow
+from decimal import Decimal
 from typing import Any
 
-from alertpipe.errors import ConfigError
-
-
-class ExprError(ConfigError):
-    """An expression that is not allowed, does not parse, or cannot be evaluated on its input."""
-
+from alertpipe.steps._exprvalues import (
+    ARITH,
+    COMPARE,
+    FUNCTIONS,
+    ExprError,
+    arith,
+    item,
+    show,
+    signed,
+)
 
 _Fn = Callable[[Mapping[str, Any]], Any]
-_CTX = Context(prec=34, traps=[InvalidOperation, DivisionByZero, Overflow])
-_NUMERIC = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 _MAX_LENGTH, _MAX_DEPTH = 2000, 40
-_ARITH = {ast.Add: _CTX.add, ast.Sub: _CTX.subtract, ast.Mult: _CTX.multiply, ast.Div: _CTX.divide}
 _FORBIDDEN = {"Lambda": "lambda", "ListComp": "comprehension", "SetComp": "comprehension",
               "DictComp": "comprehension", "GeneratorExp": "generator expression",
               "NamedExpr": "assignment (:=)", "IfExp": "conditional expression (x if c else y)",
               "Pow": "the ** operator", "FloorDiv": "the // operator", "Mod": "the % operator",
               "JoinedStr": "f-string", "Starred": "*unpacking", "Slice": "slicing",
               "Is": "'is' (use ==)", "IsNot": "'is not' (use !=)", "Await": "await"}
-
-
-def _show(value: Any) -> str:
-    text = str(value) if isinstance(value, Decimal) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _number(value: Any) -> Decimal | None:
-    """``value`` as a Decimal if it is a number or a numeric string, else ``None``."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(str(value))
-    if isinstance(value, str) and len(value) <= 100 and _NUMERIC.fullmatch(value):
-        return Decimal(value.strip())
-    return None
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
-
-
-def _equal(a: Any, b: Any) -> bool:
-    if _is_num(a) or _is_num(b):
-        x, y = _number(a), _number(b)
-        return x is not None and y is not None and x == y
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_equal(p, q) for p, q in zip(a, b, strict=True))
-    return bool(a == b)
-
-
-def _order(op: Callable[[Any, Any], bool], a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return False
-    if _is_num(a) or _is_num(b):
-        x, y = _number(a), _number(b)
-        if x is None or y is None:
-            raise ExprError(f"cannot compare {_show(a)} with {_show(b)}: not both numbers")
-        return False if x.is_nan() or y.is_nan() else op(x, y)
-    if isinstance(a, str) and isinstance(b, str):
-        return op(a, b)
-    raise ExprError(f"cannot order {type(a).__name__} against {type(b).__name__}")
-
-
-def _contains(container: Any, item: Any) -> bool:
-    if container is None or item is None:
-        return False
-    if isinstance(container, str):
-        if not isinstance(item, str):
-            raise ExprError(f"'in' a string needs a string, got {type(item).__name__}")
-        return item in container
-    if isinstance(container, Mapping):
-        return item in container
-    if isinstance(container, list | tuple):
-        return any(_equal(item, member) for member in container)
-    raise ExprError(f"'in' needs a string, list or mapping, got {type(container).__name__}")
-
-
-def _arith(op: Callable[[Decimal, Decimal], Decimal], name: str, a: Any, b: Any) -> Any:
-    if a is None or b is None:
-        return None
-    if name == "+" and isinstance(a, str) and isinstance(b, str):
-        return a + b
-    x, y = _number(a), _number(b)
-    if x is None or y is None or not (_is_num(a) or _is_num(b)):
-        raise ExprError(f"cannot compute {_show(a)} {name} {_show(b)}: not both numbers")
-    try:
-        return op(x, y)
-    except (DecimalException, ZeroDivisionError) as exc:
-        reason = type(exc).__name__
-        raise ExprError(f"cannot compute {_show(a)} {name} {_show(b)}: {reason}") from None
-
-
-def _signed(sign: int, value: Any) -> Any:
-    number = _number(value)
-    if number is None and value is not None:
-        raise ExprError(f"cannot apply unary {'-' if sign < 0 else '+'} to {_show(value)}")
-    return number if number is None or sign > 0 else -number
-
-
-def _item(container: Any, key: Any) -> Any:
-    if isinstance(container, Mapping):
-        return container.get(key) if isinstance(key, str) else None
-    if isinstance(container, list | tuple):
-        index = _number(key) if _is_num(key) else None
-        if index is None or index != index.to_integral_value() or abs(index) > len(container):
-            return None
-        position = int(index)
-        return container[position] if -len(container) <= position < len(container) else None
-    return None
-
-
-def _text_fn(name: str, fn: Callable[[str], Any]) -> Callable[[Any], Any]:
-    def apply(value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            return fn(value)
-        raise ExprError(f"{name}() needs a string, got {type(value).__name__}")
-    return apply
-
-
-def _len(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, str | list | tuple | Mapping):
-        return Decimal(len(value))
-    raise ExprError(f"len() needs a string, list or mapping, got {type(value).__name__}")
-
-
-def _decimal(value: Any) -> Any:
-    number = _number(value)
-    if number is None and value is not None:
-        raise ExprError(f"decimal() cannot convert {_show(value)} to a number")
-    return number
-
-
-def _startswith(text: Any, prefix: Any) -> bool:
-    return isinstance(text, str) and isinstance(prefix, str) and text.startswith(prefix)
-
-
-_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
-    ast.Lt: lambda a, b: _order(operator.lt, a, b), ast.LtE: lambda a, b: _order(operator.le, a, b),
-    ast.Gt: lambda a, b: _order(operator.gt, a, b), ast.GtE: lambda a, b: _order(operator.ge, a, b),
-    ast.Eq: _equal, ast.NotEq: lambda a, b: not _equal(a, b),
-    ast.In: lambda a, b: _contains(b, a), ast.NotIn: lambda a, b: not _contains(b, a),
-}
-_FUNCTIONS: dict[str, tuple[int, Callable[..., Any]]] = {
-    "len": (1, _len), "lower": (1, _text_fn("lower", str.lower)),
-    "upper": (1, _text_fn("upper", str.upper)), "decimal": (1, _decimal),
-    "contains": (2, _contains), "startswith": (2, _startswith),
-}
 
 
 class _Compiler:
@@ -198,7 +59,7 @@ class _Compiler:
     def fail(self, node: ast.AST, what: str) -> ExprError:
         col = getattr(node, "col_offset", None)
         where = f" at column {col + 1}" if col is not None else ""
-        return ExprError(f"{what}{where} in expression {_show(self.source)}")
+        return ExprError(f"{what}{where} in expression {show(self.source)}")
 
     def compile(self, node: ast.AST, depth: int = 0) -> _Fn:
         if depth > _MAX_DEPTH:
@@ -234,11 +95,11 @@ class _Compiler:
         if attr.startswith("_"):
             raise self.fail(node, f"attribute {attr!r} is not allowed")
         value = self.compile(node.value, depth)
-        return lambda env: _item(value(env), attr)
+        return lambda env: item(value(env), attr)
 
     def do_Subscript(self, node: ast.Subscript, depth: int) -> _Fn:
         value, key = self.compile(node.value, depth), self.compile(node.slice, depth)
-        return lambda env: _item(value(env), key(env))
+        return lambda env: item(value(env), key(env))
 
     def do_List(self, node: ast.List | ast.Tuple, depth: int) -> _Fn:
         parts = [self.compile(element, depth) for element in node.elts]
@@ -265,24 +126,24 @@ class _Compiler:
             return lambda env: not operand(env)
         if isinstance(node.op, ast.USub | ast.UAdd):
             sign = -1 if isinstance(node.op, ast.USub) else 1
-            return lambda env: _signed(sign, operand(env))
+            return lambda env: signed(sign, operand(env))
         raise self.fail(node, f"operator {type(node.op).__name__} is not allowed")
 
     def do_BinOp(self, node: ast.BinOp, depth: int) -> _Fn:
-        op = _ARITH.get(type(node.op))
+        op = ARITH.get(type(node.op))
         if op is None:
             name = type(node.op).__name__
             raise self.fail(node, f"{_FORBIDDEN.get(name, name)} is not allowed")
         symbol = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}[type(node.op)]
         left, right = self.compile(node.left, depth), self.compile(node.right, depth)
-        return lambda env: _arith(op, symbol, left(env), right(env))
+        return lambda env: arith(op, symbol, left(env), right(env))
 
     def do_Compare(self, node: ast.Compare, depth: int) -> _Fn:
         for op in node.ops:
-            if type(op) not in _COMPARE:
+            if type(op) not in COMPARE:
                 name = type(op).__name__
                 raise self.fail(node, f"{_FORBIDDEN.get(name, name)} is not allowed")
-        tests = [_COMPARE[type(op)] for op in node.ops]
+        tests = [COMPARE[type(op)] for op in node.ops]
         operands = [self.compile(part, depth) for part in (node.left, *node.comparators)]
 
         def compare(env: Mapping[str, Any]) -> bool:
@@ -299,10 +160,10 @@ class _Compiler:
         if not isinstance(node.func, ast.Name):
             raise self.fail(node, "method calls are not allowed (write lower(x), not x.lower())")
         name = node.func.id
-        if name not in _FUNCTIONS:
-            allowed = ", ".join(sorted(_FUNCTIONS))
+        if name not in FUNCTIONS:
+            allowed = ", ".join(sorted(FUNCTIONS))
             raise self.fail(node, f"function {name!r} is not allowed (allowed: {allowed})")
-        arity, fn = _FUNCTIONS[name]
+        arity, fn = FUNCTIONS[name]
         if node.keywords or len(node.args) != arity:
             raise self.fail(node, f"{name}() takes exactly {arity} positional argument(s)")
         args = [self.compile(arg, depth) for arg in node.args]
@@ -328,14 +189,14 @@ class Expr:
 def compile_expr(text: str) -> Expr:
     """Parse and check ``text``; raise :class:`ExprError` naming what is not allowed."""
     if not isinstance(text, str) or not text.strip():
-        raise ExprError(f"an expression must be a non-empty string, got {_show(text)}")
+        raise ExprError(f"an expression must be a non-empty string, got {show(text)}")
     if len(text) > _MAX_LENGTH:
         raise ExprError(f"expression longer than {_MAX_LENGTH} characters")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         detail = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
-        raise ExprError(f"invalid expression {_show(text)}: {detail}") from None
+        raise ExprError(f"invalid expression {show(text)}: {detail}") from None
     compiler = _Compiler(text.strip())
     fn = compiler.compile(tree.body)
     return Expr(text, fn, frozenset(compiler.names))

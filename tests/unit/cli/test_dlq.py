@@ -2,61 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from cli_store_support import ON_CALL, with_store, write_config
 
 from alertpipe.cli.main import main
-from alertpipe.emulators import write_credentials
 from alertpipe.message import Message, utcnow
 from alertpipe.store import AttemptResult, DeliveryRecord, NewDelivery, SQLiteStore
 
-T = TypeVar("T")
 TOKEN = "dlq-test-auth-token-4f1d"
-ON_CALL = ["+15558675310", "+15558675311"]
 LONG_ERROR = ("Twilio 21211: The 'To' number +15558675310 is not a valid phone number "
               "[see https://www.twilio.com/docs/errors/21211] and more detail that is long")
-
-
-def write_config(tmp: Path) -> Path:
-    write_credentials(tmp / "sa.json", "http://127.0.0.1:1")
-    cfg = tmp / "alertpipe.yaml"
-    cfg.write_text(f"""
-engine:
-  store: "sqlite:///{tmp}/a.db"
-channels:
-  orders:
-    destinations:
-      audit_sheet:
-        type: google_sheets
-        spreadsheet_id: sheet-1
-        range: Orders!A:G
-        credentials_file: {tmp}/sa.json
-      oncall_sms:
-        type: twilio_sms
-        account_sid: AC{"0" * 32}
-        auth_token: {TOKEN}
-        from_number: "+15017122661"
-        to: {ON_CALL}
-""", encoding="utf-8")
-    return cfg
-
-
-def with_store(db: Path, fn: Callable[[SQLiteStore], Awaitable[T]]) -> T:
-    async def go() -> T:
-        s = SQLiteStore(db)
-        await s.open()
-        try:
-            return await fn(s)
-        finally:
-            await s.close()
-
-    return asyncio.run(go())
 
 
 def msg(n: int, amount: str) -> Message:
@@ -69,7 +29,7 @@ def msg(n: int, amount: str) -> Message:
 def seeded(tmp_path: Path) -> dict[str, Any]:
     """Order A-1 (sheet delivered; SMS to the first on-call number dead, to the second pending)
     and order A-2 (sheet dead)."""
-    cfg = write_config(tmp_path)
+    cfg = write_config(tmp_path, TOKEN)
 
     async def seed(s: SQLiteStore) -> dict[str, Any]:
         await s.enqueue(msg(1, "450.00"), [NewDelivery("audit_sheet"),
@@ -203,7 +163,7 @@ def test_discard(seeded: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> 
 
 def test_a_missing_store_file_is_an_error_and_not_created(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path)
+    cfg = write_config(tmp_path, TOKEN)
     assert main(["dlq", "list", "-c", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "engine.store" in err

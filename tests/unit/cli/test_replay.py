@@ -2,64 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from cli_store_support import ON_CALL, with_store, write_config
 
 from alertpipe.cli.main import main
 from alertpipe.cli.replay import parse_time
-from alertpipe.emulators import write_credentials
 from alertpipe.errors import UsageError
 from alertpipe.message import Message, utcnow
 from alertpipe.store import AttemptResult, MessageKey, NewDelivery, SQLiteStore, StoredMessage
 
-T = TypeVar("T")
 TOKEN = "replay-test-auth-token-77aa"
-ON_CALL = ["+15558675310", "+15558675311"]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-def write_config(tmp: Path) -> Path:
-    write_credentials(tmp / "sa.json", "http://127.0.0.1:1")
-    cfg = tmp / "alertpipe.yaml"
-    cfg.write_text(f"""
-engine:
-  store: "sqlite:///{tmp}/a.db"
-channels:
-  orders:
-    vars:
-      threshold: 300
-    destinations:
-      audit_sheet:
-        type: google_sheets
-        spreadsheet_id: sheet-1
-        range: Orders!A:G
-        credentials_file: {tmp}/sa.json
-      oncall_sms:
-        type: twilio_sms
-        account_sid: AC{"0" * 32}
-        auth_token: {TOKEN}
-        from_number: "+15017122661"
-        to: {ON_CALL}
-""", encoding="utf-8")
-    return cfg
-
-
-def with_store(db: Path, fn: Callable[[SQLiteStore], Awaitable[T]]) -> T:
-    async def go() -> T:
-        s = SQLiteStore(db)
-        await s.open()
-        try:
-            return await fn(s)
-        finally:
-            await s.close()
-
-    return asyncio.run(go())
 
 
 def msg(n: int, amount: str, minutes: int) -> Message:
@@ -72,7 +30,7 @@ def seeded(tmp_path: Path) -> dict[str, Any]:
     """At 12:00 A-1 ($120.50, sheet only, delivered); at 12:10 A-2 ($450, sheet and one SMS per
     on-call number, the SMS dead); at 12:20 A-3 ($999, filtered at intake); at 13:00 A-4 ($800,
     sheet only). A-2 carries a live dedupe key."""
-    cfg = write_config(tmp_path)
+    cfg = write_config(tmp_path, TOKEN, threshold=300)
 
     async def seed(s: SQLiteStore) -> None:
         await s.enqueue(msg(1, "120.50", 0), [NewDelivery("audit_sheet")])

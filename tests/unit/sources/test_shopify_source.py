@@ -5,27 +5,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from webhook_sources_support import b64_hmac, fixture_bytes, fixture_json, running, stored
+from webhook_sources_support import (
+    Client,
+    b64_hmac,
+    client_fixture,
+    fixture_bytes,
+    fixture_json,
+    running,
+    stored,
+)
 
-from alertpipe.engine import Engine
 from alertpipe.errors import CredentialsError
 from alertpipe.sources.shopify import ShopifyConfig, ShopifySource
 
 SECRET = "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"
 SOURCE = {"type": "shopify", "secret": SECRET}
-Client = tuple[httpx.AsyncClient, Engine]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[Client]:
-    async with running(SOURCE) as c:
-        yield c
+client = client_fixture(SOURCE)
 
 
 def headers(raw: bytes, *, event_id: str = "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",

@@ -11,9 +11,8 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from webhook_sources_support import running, stored
+from webhook_sources_support import Client, running, stored
 
-from alertpipe.engine import Engine
 from alertpipe.errors import CredentialsError
 from alertpipe.sources.signed_webhook import (
     SignedWebhookConfig,
@@ -25,7 +24,6 @@ from alertpipe.sources.signed_webhook import (
 NEW, OLD = "whsec_new_2f1c9a", "whsec_old_77be04"
 NOW = 1_714_559_400
 SOURCE = {"type": "signed_webhook", "secret": NEW, "secrets": [OLD]}
-Client = tuple[httpx.AsyncClient, Engine]
 ORDER = json.dumps({"order_id": "A-1001", "customer_name": "Ada Lovelace",
                     "customer_phone": "+14155550123", "amount": "349.99", "currency": "USD",
                     "items": [{"sku": "WIDGET-1", "qty": 2, "price": "174.995"}],

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from webhook_sources_support import b64_hmac, fixture_bytes, fixture_json, running, stored
+from webhook_sources_support import (
+    Client,
+    b64_hmac,
+    client_fixture,
+    fixture_bytes,
+    fixture_json,
+    running,
+    stored,
+)
 
-from alertpipe.engine import Engine
 from alertpipe.errors import CredentialsError
 from alertpipe.sources.woocommerce import WooCommerceConfig, WooCommerceSource
 
 SECRET = "wc-webhook-secret-9f8e7d6c"
 SOURCE = {"type": "woocommerce", "secret": SECRET}
-Client = tuple[httpx.AsyncClient, Engine]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[Client]:
-    async with running(SOURCE) as c:
-        yield c
+client = client_fixture(SOURCE)
 
 
 def headers(raw: bytes, *, delivery: str = "36e520ebabc2fa725092ff4a47acedf2",

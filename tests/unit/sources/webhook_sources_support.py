@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+import pytest
 
 from alertpipe.config.model import AppSettings
 from alertpipe.destinations import REGISTRY, Delivery, Destination, DestinationConfig, Sent
@@ -21,6 +22,7 @@ from alertpipe.store import MemoryStore, StoredMessage
 from alertpipe.web import create_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
+Client = tuple[httpx.AsyncClient, Engine]
 
 
 class SinkConfig(DestinationConfig):
@@ -69,6 +71,18 @@ async def running(source: dict[str, Any],
             yield c, eng
     finally:
         await eng.stop()
+
+
+def client_fixture(source: dict[str, Any]) -> Any:
+    """A ``client`` fixture for a test module: ``(http client, engine)`` with ``source`` running.
+    Assign it as ``client = client_fixture(SOURCE)``."""
+
+    @pytest.fixture
+    async def client() -> AsyncIterator[Client]:
+        async with running(source) as c:
+            yield c
+
+    return client
 
 
 async def stored(eng: Engine) -> list[StoredMessage]:
