@@ -36,11 +36,13 @@ reliability: venv
 	ALERTPIPE_RELIABILITY_SCALE=$${ALERTPIPE_RELIABILITY_SCALE:-10} \
 	  $(BIN)/python -m pytest tests/reliability -s
 
-## bench: a burst of 1,000 orders (Sheets calls, quota) and sustained intake measured with wrk
+## bench: ceiling vs engine side by side (throughput, latency, CPU/msg, RSS), p99 at half rate,
+## 10,000 orders end to end; writes bench/results/latest.{md,json,png} (about 5 minutes)
 bench: venv
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) \
-	  || echo "wrk could not be installed; the sustained-intake phase will be skipped"
-	$(BIN)/python bench/burst.py --orders 1000 --concurrency 32 --wrk-seconds 10
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v wrk >/dev/null || { echo "bench: wrk is required (apt-get install -y wrk)"; exit 2; }
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 run: venv
 	$(BIN)/alertpipe run
