@@ -22,6 +22,7 @@ from alertpipe.message import utcnow
 from alertpipe.store.base import AttemptResult, Store
 
 log = logging.getLogger("alertpipe.worker")
+RECORD_SLICE = 100
 
 
 class DestinationWorker:
@@ -185,7 +186,9 @@ class DestinationWorker:
             self.breaker.record_failure()
         results = [self._result(d, o, started, finished) for d, o in zip(group, outcomes,
                                                                          strict=True)]
-        await self.store.record(results)
+        # In slices, so that intake commits are not held behind one large transaction.
+        for start in range(0, len(results), RECORD_SLICE):
+            await self.store.record(results[start:start + RECORD_SLICE])
         self._inflight.difference_update(d.id for d in group)
         self.on_recorded([d.message.id for d in group])
 

@@ -2,8 +2,9 @@
 
 Callers on the event loop submit small write operations (functions of a DB-API connection).
 The writer thread takes every operation waiting in its queue, runs them all inside one
-transaction (each in its own savepoint, so one failing operation does not undo the others),
-commits once — one fsync for the whole group — and then resolves every caller's future.
+transaction, commits once — one fsync for the whole group — and then resolves every caller's
+future. Should one operation fail, the group is rolled back and each operation is run again in a
+transaction of its own, so that one failure never undoes the others.
 Under load many concurrent requests share one commit; when idle an operation commits at once,
 so there is no added latency.
 """
@@ -40,6 +41,13 @@ class _Op:
 
 
 _STOP = object()
+
+
+def _rollback(execute: Callable[..., Any]) -> None:
+    try:
+        execute("ROLLBACK")
+    except Exception:  # the transaction may already be gone
+        pass
 
 
 def _settle(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -131,31 +139,44 @@ class GroupCommitter(Generic[C]):
             if close is not None:
                 close()
 
-    def _run_group(self, conn: C, group: list[_Op]) -> None:
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    def _attempt_group(self, conn: C, group: list[_Op], *, isolated: bool = False
+                       ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]] | None:
+        """One transaction for ``group``: the results, or None when an operation failed (the
+        transaction is then rolled back). With ``isolated`` an operation's own failure is its
+        result; a failing commit fails the whole group as StoreUnavailable."""
         execute = conn.execute  # type: ignore[attr-defined]
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             execute(self._begin)
-            for op in group:
-                execute("SAVEPOINT op")
-                try:
-                    value = op.fn(conn)
-                except Exception as exc:
-                    execute("ROLLBACK TO op")
-                    execute("RELEASE op")
-                    results.append((op.future, None, exc))
-                else:
-                    execute("RELEASE op")
-                    results.append((op.future, value, None))
+        except Exception as exc:
+            log.error("store transaction could not begin: %s", exc)
+            err = StoreUnavailable(f"store unavailable: {exc}", retry_after=1.0)
+            return [(op.future, None, err) for op in group]
+        for op in group:
+            try:
+                results.append((op.future, op.fn(conn), None))
+            except Exception as exc:
+                _rollback(execute)
+                if not isolated:
+                    return None
+                return [(op.future, None, exc)]
+        try:
             execute("COMMIT")
         except Exception as exc:
             log.error("store commit failed: %s", exc)
-            try:
-                execute("ROLLBACK")
-            except Exception:  # the transaction may already be gone
-                pass
+            _rollback(execute)
             err = StoreUnavailable(f"store commit failed: {exc}", retry_after=1.0)
-            results = [(op.future, None, err) for op in group]
+            return [(op.future, None, err) for op in group]
+        return results
+
+    def _run_group(self, conn: C, group: list[_Op]) -> None:
+        """Run the whole group in one transaction. If any operation fails, roll the group back
+        and run each operation again in a transaction of its own, so that one failing operation
+        never takes the others down (and the common case pays no savepoints)."""
+        results = self._attempt_group(conn, group) if len(group) > 1 else None
+        if results is None:
+            results = [self._attempt_group(conn, [op], isolated=True)[0]  # type: ignore[index]
+                       for op in group]
         self.groups += 1
         self.ops += len(group)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any,
