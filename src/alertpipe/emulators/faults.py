@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 if TYPE_CHECKING:
@@ -179,7 +179,16 @@ def _with_retry_after(response: Response, fault: Fault) -> Response:
 
 async def guarded(request: Request, api: str, method: str, render: Renderer,
                   handler: Callable[[], Awaitable[Response]]) -> Response:
-    """Count the call, apply the next matching fault, otherwise run ``handler``."""
+    """Count the call, apply the next matching fault, otherwise run ``handler``. A client that
+    went away before its request was read gets nothing done (as at the real service)."""
+    try:
+        return await _guarded(request, api, method, render, handler)
+    except ClientDisconnect:
+        return Response(status_code=499)
+
+
+async def _guarded(request: Request, api: str, method: str, render: Renderer,
+                   handler: Callable[[], Awaitable[Response]]) -> Response:
     state: EmulatorState = request.app.state.emulator
     state.count_call(api, method)
     # The body is read (Starlette caches it for the handler) only when a fault looks at it.
