@@ -96,7 +96,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"writes/min) for every phase. **TWILIO_MAX_PER_MINUTE={s['twilio_max_per_minute']:,}** "
         "for every engine run (a messaging service or short code, not a long code's 1 SMS/s). "
         "End-to-end run only: the per-recipient SMS cap (30/hour, shipped default) is lifted "
-        "(`max_per_recipient_per_hour: 0`), else 470 of the 500 alerts would wait an hour by "
+        "(`ALERT_SMS_MAX_PER_HOUR=0`), else 470 of the 500 alerts would wait an hour by "
         "design.",
         "",
         "## Targets",
