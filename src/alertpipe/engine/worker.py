@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from alertpipe.destinations.base import Delivery, Destination, Outcome, Sent
 from alertpipe.engine.circuit import CircuitBreaker
@@ -186,6 +187,15 @@ class DestinationWorker:
             self.breaker.record_failure()
         results = [self._result(d, o, started, finished) for d, o in zip(group, outcomes,
                                                                          strict=True)]
+        delivered = [d.message.id for d, o in zip(group, outcomes, strict=True)
+                     if isinstance(o, Sent)]
+        if delivered:  # one line per send, not per message: a batch carries up to 500 ids
+            ids: dict[str, Any] = ({"message_id": delivered[0]} if len(delivered) == 1
+                                   else {"message_ids": delivered})
+            log.info("delivered", extra={"channel": self.channel, "destination": self.dest.name,
+                                         "count": len(delivered), **ids,
+                                         "seconds": round((finished - started).total_seconds(),
+                                                          3)})
         # In slices, so that intake commits are not held behind one large transaction.
         for start in range(0, len(results), RECORD_SLICE):
             await self.store.record(results[start:start + RECORD_SLICE])
@@ -198,7 +208,8 @@ class DestinationWorker:
                  "destination": self.dest.name, "attempt": d.attempts + 1}
         if isinstance(outcome, Sent):
             self.sent += 1
-            log.info("delivered", extra={**extra, "remote_id": outcome.remote_id})
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("delivered one", extra={**extra, "remote_id": outcome.remote_id})
             return AttemptResult(delivery_id=d.id, lease_owner=self.owner, outcome="delivered",
                                  started_at=started, finished_at=finished,
                                  remote_id=outcome.remote_id)

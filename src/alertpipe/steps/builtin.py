@@ -45,8 +45,11 @@ class MapStep:
         self.fields = fields
 
     def __call__(self, ctx: StepContext) -> None:
+        env = ctx.env()
         for name, expr in self.fields.items():
-            ctx.body[name] = expr.evaluate(ctx.env())
+            value = ctx.body[name] = expr.evaluate(env)
+            if name not in ctx.vars:  # later fields see earlier ones; vars still win
+                env[name] = value
 
 
 class RouteStep:
