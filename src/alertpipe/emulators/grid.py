@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from alertpipe.destinations._a1 import column_index, column_letters
+
 __all__ = ["A1Range", "RangeError", "Sheet", "column_letters", "parse_range", "quote_sheet"]
 
 _CELL = re.compile(r"^([A-Za-z]{0,3})([0-9]{0,7})$")
@@ -20,23 +22,6 @@ Cell = str | int | float | bool | None
 
 class RangeError(ValueError):
     """The range cannot be parsed or names no sheet of the spreadsheet."""
-
-
-def column_letters(index: int) -> str:
-    """0 → ``A``, 25 → ``Z``, 26 → ``AA``."""
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
-
-
-def _column_index(letters: str) -> int:
-    value = 0
-    for char in letters.upper():
-        value = value * 26 + ord(char) - 64
-    return value - 1
 
 
 def quote_sheet(title: str) -> str:
@@ -76,7 +61,7 @@ def _parse_cell(text: str) -> tuple[int | None, int | None]:
     letters, digits = match.groups()
     if digits and int(digits) == 0:
         raise RangeError(text)
-    return (_column_index(letters) if letters else None, int(digits) - 1 if digits else None)
+    return (column_index(letters) if letters else None, int(digits) - 1 if digits else None)
 
 
 def _parse_cells(sheet: str, cells: str) -> A1Range:
