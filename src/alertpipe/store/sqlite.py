@@ -8,9 +8,7 @@ thread; WAL lets them run beside the writer.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -35,7 +33,6 @@ from alertpipe.store.base import (
 from alertpipe.store.groupcommit import GroupCommitter
 
 T = TypeVar("T")
-log = logging.getLogger("alertpipe.store")
 
 
 def to_us(dt: datetime) -> int:
@@ -66,8 +63,6 @@ class SQLiteStore:
         self._writer: GroupCommitter[sqlite3.Connection] | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._rconn: sqlite3.Connection | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._stop_checkpoints = threading.Event()
 
     # -- lifecycle ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -81,23 +76,7 @@ class SQLiteStore:
     def _connect_writer(self) -> sqlite3.Connection:
         conn = self._connect()
         q.migrate(conn)
-        # Checkpoints run on their own thread (below), not inside an intake commit.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
-
-    def _checkpoint_loop(self) -> None:
-        """Copy the WAL back into the database every second, beside the writer (PASSIVE never
-        blocks it), so that no intake commit pays for a checkpoint."""
-        conn = self._connect()
-        try:
-            while not self._stop_checkpoints.wait(1.0):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error as exc:  # busy or locked: try again next time
-                    log.debug("checkpoint skipped: %s", exc)
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            conn.close()
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,16 +88,8 @@ class SQLiteStore:
         self._writer = writer
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._rconn = await self._read_raw(self._connect)
-        self._stop_checkpoints.clear()
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop,
-                                              name="sqlite-checkpoint", daemon=True)
-        self._checkpointer.start()
 
     async def close(self) -> None:
-        if self._checkpointer is not None:
-            self._stop_checkpoints.set()
-            await asyncio.to_thread(self._checkpointer.join)
-            self._checkpointer = None
         if self._writer is not None:
             await asyncio.to_thread(self._writer.stop)
             self._writer = None
