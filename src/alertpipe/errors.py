@@ -140,13 +140,18 @@ class DeliveryError(AlertpipeError):
 
 
 class RetryableError(DeliveryError):
-    """Worth another attempt. ``retry_after`` (seconds) is the remote side's wish, if it had one."""
+    """Worth another attempt. ``retry_after`` (seconds) is the remote side's wish, if it had one.
+
+    ``throttled`` says the remote asked us to slow down (a quota, a rate limit, a cap) rather
+    than failed: pacing and Retry-After deal with it, and it does not open the circuit.
+    """
 
     def __init__(
         self, message: str, *, retry_after: float | None = None, code: str | int | None = None,
-        ambiguous: bool = False,
+        ambiguous: bool = False, throttled: bool = False,
     ) -> None:
         self.retry_after = retry_after
+        self.throttled = throttled
         super().__init__(message, code=code, ambiguous=ambiguous)
 
 

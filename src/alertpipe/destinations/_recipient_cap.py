@@ -44,7 +44,8 @@ class RecipientWindow:
             wait = max(0.0, sends[0] + self.period - now)
             raise RetryableError(
                 f"twilio_sms: recipient cap of {self.cap} per hour reached for {recipient}; "
-                f"next slot in {wait:.0f}s", retry_after=wait, code="recipient_cap")
+                f"next slot in {wait:.0f}s", retry_after=wait, code="recipient_cap",
+                throttled=True)
         sends.append(now)
         return now
 

@@ -38,7 +38,7 @@ def status_error(response: httpx.Response) -> RetryableError | PermanentError:
     detail = " ".join(str(body.get("message") or response.reason_phrase).split())[:300]
     text = f"Twilio {code}: {detail}" if code else f"Twilio HTTP {status}: {detail}"
     if status == 429 or code == 20429:
-        return RetryableError(text, code=code or status,
+        return RetryableError(text, code=code or status, throttled=True,
                               retry_after=parse_retry_after(response.headers.get("retry-after")))
     if code in PERMANENT_CODES:
         return PermanentError(text, code=code)

@@ -301,7 +301,7 @@ def _status_error(response: httpx.Response) -> RetryableError | PermanentError:
     status = response.status_code
     text = f"Google Sheets {status} {_google_error(response)}"
     if status == 429:
-        return RetryableError(text, code=status,
+        return RetryableError(text, code=status, throttled=True,
                               retry_after=parse_retry_after(response.headers.get("retry-after")))
     if status >= 500:
         return RetryableError(text, code=status, ambiguous=True,

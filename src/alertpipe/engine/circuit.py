@@ -4,7 +4,8 @@ Closed: sends flow. After ``failure_threshold`` consecutive failed rounds (every
 round failed with a retryable error) it opens: the worker stops claiming for ``reset_seconds``,
 so a dead remote is not hammered and deliveries wait in the store. Then it is half-open: one
 probe delivery goes out; success closes the circuit, failure opens it again. Permanent errors
-are about one message, not the remote, and do not count. Transitions are logged and the state
+are about one message, not the remote, and do not count; nor do throttled errors (the remote
+asking us to slow down). Transitions are logged and the state
 shows in ``/readyz``.
 """
 

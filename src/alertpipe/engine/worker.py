@@ -183,7 +183,7 @@ class DestinationWorker:
         finished = utcnow()
         if any(isinstance(o, Sent) for o in outcomes):
             self.breaker.record_success()
-        elif all(isinstance(o, RetryableError) and not _throttled(o) for o in outcomes):
+        elif all(isinstance(o, RetryableError) and not o.throttled for o in outcomes):
             self.breaker.record_failure()
         results = [self._result(d, o, started, finished) for d, o in zip(group, outcomes,
                                                                          strict=True)]
@@ -235,11 +235,3 @@ def _whole_batch_permanent(outcomes: Sequence[Outcome | BaseException]) -> bool:
     return (len(outcomes) > 1 and isinstance(outcomes[0], PermanentError)
             and all(o is outcomes[0] for o in outcomes))
 
-
-THROTTLE_CODES = frozenset({"429", "20429", "recipient_cap"})
-
-
-def _throttled(error: Outcome | BaseException) -> bool:
-    """A remote asking us to slow down is not a remote failing: pacing and Retry-After handle
-    it, and it must not open the circuit."""
-    return str(getattr(error, "code", None)) in THROTTLE_CODES

@@ -373,6 +373,7 @@ async def test_status_mapping(dest: GoogleSheetsDestination, fake: FakeGoogle,
     assert type(err) is kind
     assert err.code == response.status_code and err.ambiguous is ambiguous
     assert getattr(err, "retry_after", None) == retry_after
+    assert getattr(err, "throttled", False) is (response.status_code == 429)
     assert needle in str(err)
     assert len(fake.append_requests) == 1  # never retried here
     assert_no_secret(err, fake, rsa_pem[0])

@@ -281,6 +281,7 @@ async def test_status_mapping(fake: FakeTwilio, http: httpx.AsyncClient,
     err = info.value
     assert type(err) is kind
     assert (err.code, err.ambiguous) == (code, ambiguous)
+    assert getattr(err, "throttled", False) is (code == 20429 or response.status_code == 429)
     assert getattr(err, "retry_after", None) == retry_after
     assert needle in str(err)
     assert len(fake.requests) == 1  # never retried here, not even after a 500
@@ -540,7 +541,7 @@ async def test_cap_reached_raises_without_calling_twilio(fake: FakeTwilio,
     with pytest.raises(RetryableError) as info:
         await d.send(delivery())
     err = info.value
-    assert err.code == "recipient_cap" and err.ambiguous is False
+    assert err.code == "recipient_cap" and err.ambiguous is False and err.throttled is True
     assert err.retry_after == pytest.approx(3600 - 660)
     assert "recipient cap of 2 per hour reached" in str(err)
     assert len(fake.requests) == 2

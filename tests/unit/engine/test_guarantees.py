@@ -223,7 +223,7 @@ async def test_throttling_does_not_open_the_circuit() -> None:
     eng = Engine(s, store=MemoryStore())
     sheet = eng.channels["orders"].destinations["sheet"]
     assert isinstance(sheet, Recorder)
-    sheet.script = [RetryableError("429 quota", code=429, retry_after=0.01)] * 3
+    sheet.script = [RetryableError("429 quota", code=429, retry_after=0.01, throttled=True)] * 3
     await eng.start()
     try:
         acc = await eng.accept("orders", {"order_id": "T-1", "amount": "1"}, b"{}")
