@@ -300,3 +300,22 @@ async def test_requeue_dead_requeues_every_dead_delivery_of_a_channel(store: Sto
     assert await store.requeue_dead() == 1  # the other channel's
     assert await store.requeue_dead() == 0
     assert await store.list_dead() == []
+
+
+async def test_sqlite_prunes_expired_keys(tmp_path: Path) -> None:
+    from alertpipe.store import MessageKey
+    from alertpipe.store.sqlite import KEY_PRUNE_INTERVAL
+
+    s = SQLiteStore(tmp_path / "k.db")
+    await s.open()
+    try:
+        await s.enqueue(order(1), [], [MessageKey("dedupe", "A-1", ttl_seconds=-1)])
+        await s.enqueue(order(2), [], [MessageKey("dedupe", "A-2", ttl_seconds=60)])
+        count = "SELECT COUNT(*) FROM message_keys"
+        assert await s._write(lambda c: c.execute(count).fetchone()[0]) == 2  # not due yet
+        s._pruned_at -= KEY_PRUNE_INTERVAL
+        await s.enqueue(order(3), [], [MessageKey("dedupe", "A-3", ttl_seconds=60)])
+        keys = await s._write(lambda c: [r[0] for r in c.execute("SELECT key FROM message_keys")])
+        assert sorted(keys) == ["A-2", "A-3"]
+    finally:
+        await s.close()

@@ -105,9 +105,6 @@ class ChannelRuntime:
             self._dedupe_expr = compile_expr(self.dedupe.key) if self.dedupe else None
         except ConfigError as exc:
             raise ConfigError(exc.reason, channel=name, key="dedupe.key") from None
-        self.running = True
-        self.received = 0
-        self.filtered = 0
 
     def check(self) -> None:
         try:
@@ -166,8 +163,5 @@ class ChannelRuntime:
             return Accepted(message=message, message_id=result.message_id, routes=routes,
                             deliveries=0, conflict=result.conflict,
                             fingerprint=result.fingerprint)
-        self.received += 1
-        if not rows:
-            self.filtered += 1
         return Accepted(message=message, message_id=message.id, routes=routes,
                         deliveries=len(rows))

@@ -106,40 +106,44 @@ class Engine:
         With ``waiter``, the event is set each time one of the message's deliveries records an
         outcome (use :meth:`outcome` to see whether all are final)."""
         ch = self.channel(channel)
+        registered: list[str] = []
 
         def register(message: Message) -> None:
             if waiter is not None:
                 self._waiters.setdefault(message.id, set()).add(waiter)
+                registered.append(message.id)
 
-        await self._check_backlog(ch)
+        def unregister() -> None:
+            for mid in registered:
+                self.forget_waiter(mid, waiter)  # type: ignore[arg-type]  # set when registered
+
+        count, read_at = await self._check_backlog(ch)
         try:
             accepted = await ch.accept(body, raw, meta, before_commit=register, keys=keys)
         except BaseException:
-            if waiter is not None:
-                self._drop_waiter_event(waiter)
+            unregister()
             raise
-        if accepted.conflict is not None and waiter is not None:
-            self._drop_waiter_event(waiter)
-        self._backlog[channel] = (self._backlog.get(channel, (0, 0.0))[0] + accepted.deliveries,
-                                  self._backlog.get(channel, (0, 0.0))[1])
+        if accepted.conflict is not None:  # nothing new was stored: nothing will be delivered
+            unregister()
+        self._backlog[channel] = (count + accepted.deliveries, read_at)
         for dest in accepted.routes:
             w = self.workers.get((channel, dest))
             if w is not None:
                 w.wake.set()
         return accepted
 
-    async def _check_backlog(self, ch: ChannelRuntime) -> None:
+    async def _check_backlog(self, ch: ChannelRuntime) -> tuple[int, float]:
         """Refuse intake (503) once the channel holds ``max_pending`` undelivered rows. The count
         is read from the store at most every 2 s and advanced locally in between (it errs high)."""
         loop = asyncio.get_running_loop()
         count, read_at = self._backlog.get(ch.name, (0, -1.0))
         if loop.time() - read_at > 2.0:
-            count = await self.store.backlog(ch.name)
-            self._backlog[ch.name] = (count, loop.time())
+            count, read_at = await self.store.backlog(ch.name), loop.time()
         if count >= ch.settings.max_pending:
             raise Backpressure(f"channel {ch.name!r} has {count} undelivered messages, its "
                                f"limit is {ch.settings.max_pending}; retry later",
                                retry_after=5.0)
+        return count, read_at
 
     def gate(self, request: Request, channel: str, cfg: Any) -> Response | str:
         """API key and per-client rate limit for an ingest request: a 401/403/429 response, or
@@ -158,10 +162,6 @@ class Engine:
                 log.info("rate limited", extra={"channel": channel, "client": who})
                 return too_many(wait)
         return who
-
-    def _drop_waiter_event(self, event: asyncio.Event) -> None:
-        for mid in [m for m, evs in self._waiters.items() if event in evs]:
-            self.forget_waiter(mid, event)
 
     def forget_waiter(self, message_id: str, event: asyncio.Event) -> None:
         evs = self._waiters.get(message_id)

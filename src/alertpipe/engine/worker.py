@@ -45,8 +45,6 @@ class DestinationWorker:
         self._stopping = False
         self._inflight: set[int] = set()
         self.task: asyncio.Task[None] | None = None
-        self.sent = 0
-        self.failed = 0
 
     @property
     def alive(self) -> bool:
@@ -204,16 +202,12 @@ class DestinationWorker:
 
     def _result(self, d: Delivery, outcome: Outcome | BaseException, started: datetime,
                 finished: datetime) -> AttemptResult:
-        extra = {"message_id": d.message.id, "channel": self.channel,
-                 "destination": self.dest.name, "attempt": d.attempts + 1}
-        if isinstance(outcome, Sent):
-            self.sent += 1
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("delivered one", extra={**extra, "remote_id": outcome.remote_id})
+        if isinstance(outcome, Sent):  # the send's own "delivered" line names the message
             return AttemptResult(delivery_id=d.id, lease_owner=self.owner, outcome="delivered",
                                  started_at=started, finished_at=finished,
                                  remote_id=outcome.remote_id)
-        self.failed += 1
+        extra = {"message_id": d.message.id, "channel": self.channel,
+                 "destination": self.dest.name, "attempt": d.attempts + 1}
         decision = self.policy.decide(outcome, d.attempts + 1, d.message.received_at, finished)
         code = getattr(outcome, "code", None)
         common = dict(delivery_id=d.id, lease_owner=self.owner, started_at=started,

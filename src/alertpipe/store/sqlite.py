@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -31,21 +32,17 @@ from alertpipe.store.base import (
     StoredMessage,
 )
 from alertpipe.store.groupcommit import GroupCommitter
+from alertpipe.store.sqlite_sql import from_us
 
 T = TypeVar("T")
+KEY_PRUNE_INTERVAL = 60.0  # seconds
 
 
 def to_us(dt: datetime) -> int:
     """A timezone-aware datetime as integer microseconds since the epoch."""
-    return int(dt.timestamp() * 1_000_000) if dt.tzinfo else _naive(dt)
-
-
-def _naive(dt: datetime) -> int:
-    raise StoreError(f"naive datetime {dt!r}: alertpipe stores UTC-aware times only")
-
-
-def from_us(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1_000_000, UTC)
+    if dt.tzinfo is None:
+        raise StoreError(f"naive datetime {dt!r}: alertpipe stores UTC-aware times only")
+    return int(dt.timestamp() * 1_000_000)
 
 
 def now_us() -> int:
@@ -63,6 +60,7 @@ class SQLiteStore:
         self._writer: GroupCommitter[sqlite3.Connection] | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._rconn: sqlite3.Connection | None = None
+        self._pruned_at = -KEY_PRUNE_INTERVAL
 
     # -- lifecycle ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -100,6 +98,14 @@ class SQLiteStore:
             self._reader = None
 
     # -- plumbing -----------------------------------------------------------------------
+    def _prune_due(self) -> bool:
+        """At most once a minute an intake commit also deletes expired message keys."""
+        now = time.monotonic()
+        if now - self._pruned_at < KEY_PRUNE_INTERVAL:
+            return False
+        self._pruned_at = now
+        return True
+
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise StoreUnavailable("the SQLite store is not open")
@@ -132,8 +138,12 @@ class SQLiteStore:
         drows = [(message.id, message.channel, d.destination, d.target, ts, ts, ts)
                  for d in deliveries]
 
+        prune = bool(keys) and self._prune_due()
+
         def op(conn: sqlite3.Connection) -> EnqueueResult:
             now = now_us()
+            if prune:
+                conn.execute(q.PRUNE_KEYS, (now,))
             for k in keys:
                 held = conn.execute(q.FIND_KEY, (message.channel, k.kind, k.key, now)).fetchone()
                 if held is not None:

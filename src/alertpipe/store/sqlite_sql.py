@@ -153,14 +153,14 @@ _DELIVERY_COLS = ("id, message_id, channel, destination, target, status, attempt
                   "next_attempt_at, updated_at, remote_id, last_error, last_error_code")
 
 
-def _dt(us: int) -> datetime:
+def from_us(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, UTC)
 
 
 def _message(row: Sequence[Any]) -> Message:
     mid, channel, received, body, raw, meta = row[:6]
-    return Message(id=mid, channel=channel, received_at=_dt(received), body=jsoncodec.loads(body),
-                   raw=bytes(raw or b""), meta=jsoncodec.loads(meta))
+    return Message(id=mid, channel=channel, received_at=from_us(received),
+                   body=jsoncodec.loads(body), raw=bytes(raw or b""), meta=jsoncodec.loads(meta))
 
 
 def load_messages(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Message]:
@@ -178,15 +178,15 @@ def _attempts(conn: sqlite3.Connection, delivery_id: int) -> tuple[AttemptRecord
     rows = conn.execute("SELECT number, started_at, finished_at, outcome, remote_id, error, "
                         "error_code, ambiguous FROM attempts WHERE delivery_id = ? ORDER BY number",
                         (delivery_id,))
-    return tuple(AttemptRecord(number=r[0], started_at=_dt(r[1]), finished_at=_dt(r[2]),
+    return tuple(AttemptRecord(number=r[0], started_at=from_us(r[1]), finished_at=from_us(r[2]),
                                outcome=r[3], remote_id=r[4], error=r[5], error_code=r[6],
                                ambiguous=bool(r[7])) for r in rows)
 
 
 def _delivery(conn: sqlite3.Connection, r: Sequence[Any]) -> DeliveryRecord:
     return DeliveryRecord(id=r[0], message_id=r[1], channel=r[2], destination=r[3], target=r[4],
-                          status=r[5], attempts=r[6], created_at=_dt(r[7]),
-                          next_attempt_at=_dt(r[8]), updated_at=_dt(r[9]), remote_id=r[10],
+                          status=r[5], attempts=r[6], created_at=from_us(r[7]),
+                          next_attempt_at=from_us(r[8]), updated_at=from_us(r[9]), remote_id=r[10],
                           last_error=r[11], last_error_code=r[12], history=_attempts(conn, r[0]))
 
 
@@ -259,5 +259,5 @@ def stats(conn: sqlite3.Connection) -> list[QueueStats]:
         out.append(QueueStats(channel=ch, destination=dest, pending=counts.get("pending", 0),
                               in_flight=counts.get("in_flight", 0),
                               delivered=counts.get("delivered", 0), dead=counts.get("dead", 0),
-                              oldest_pending_at=_dt(oldest) if oldest is not None else None))
+                              oldest_pending_at=from_us(oldest) if oldest is not None else None))
     return out
