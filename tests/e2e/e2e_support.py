@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from alertpipe.emulators import EmulatorSettings, running_emulator
+import engine_process
+from alertpipe.emulators import EmulatorSettings, EmulatorState, running_emulator
 from alertpipe.emulators.server import EmulatorHandle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +59,16 @@ class Stack:
     def sms(self) -> list[dict[str, Any]]:
         return list(httpx.get(f"{self.emu.url}/_emulator/sms").json())
 
+    def arrived(self, order_ids: set[str],
+                texts: int) -> Callable[[EmulatorState], bool]:
+        """A condition for ``emu.state.wait_until``: every order has its row in the Sheet and
+        at least ``texts`` SMS arrived."""
+        def check(state: EmulatorState) -> bool:
+            rows = state.spreadsheets[SHEET].sheet("Orders").rows
+            return (len(state.sms_log) >= texts
+                    and order_ids <= {str(r[2]) for r in rows if len(r) > 2})
+        return check
+
     def fault(self, **spec: Any) -> None:
         httpx.post(f"{self.emu.url}/_emulator/faults", json=spec).raise_for_status()
 
@@ -77,66 +82,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield Stack(emu, tmp_path, sid, token)
 
 
-class EngineProcess:
-    """``alertpipe run`` in a subprocess; ready once it logs ``listening``."""
+class EngineProcess(engine_process.EngineProcess):
+    """``alertpipe run`` with the shipped config, on this stack's environment."""
 
     def __init__(self, st: Stack, config: Path = REPO / "alertpipe.yaml") -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "alertpipe", "run", "-c", str(config)], env=st.env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self.listening = False
-        self._reader.start()
-        self._ready.wait(30)
-        if not self.listening:
-            self.kill()
-            raise RuntimeError("engine did not start:\n" + "".join(self.lines[-20:]))
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if '"event": "listening"' in line:
-                self.listening = True
-                self._ready.set()
-        self._ready.set()  # the process ended: wake the waiter, which then sees no url
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.lines:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
-
-    def _close(self) -> None:
-        self._reader.join(10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._close()
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self._close()
-        return code
-
-
-def wait_until_drained(st: Stack, timeout: float = 60.0) -> dict[str, Any]:
-    """Wait for the engine's queues to hold nothing pending or in flight (a condition, polled)."""
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        last = httpx.get(f"{st.url}/api/queues", timeout=5).json()
-        if all(q["pending"] == 0 and q["in_flight"] == 0 for q in last["queues"]):
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"queues did not drain: {last}")
+        super().__init__(config, st.env)

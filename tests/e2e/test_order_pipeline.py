@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e_support import ON_CALL, EngineProcess, Stack, stack, wait_until_drained
+from e2e_support import ON_CALL, EngineProcess, Stack, stack
 
 pytestmark = pytest.mark.e2e
 
@@ -92,11 +92,16 @@ def test_sigkill_mid_stream_loses_nothing(st: Stack) -> None:
                 r = post(st, o)
                 assert r.status_code in (200, 202), r.text
                 assert r.status_code == 202 or r.json()["status"] == "duplicate"
-        wait_until_drained(st)
+        high = {o["order_id"] for o in orders if o["amount"] == "350.00"}
+        every_row_and_text = st.arrived(
+            {str(o["order_id"]) for o in orders}, len(high) * len(ON_CALL))
+        try:  # woken by the emulator at each row and text it receives
+            st.emu.state.wait_until(every_row_and_text, timeout=60)
+        except TimeoutError:
+            pass  # the assertions below say what is missing
         counts = collections.Counter(r[2] for r in st.rows())
         lost = [o["order_id"] for o in orders if counts[o["order_id"]] == 0]
         assert lost == [], f"lost {len(lost)} acknowledged orders"
-        high = {o["order_id"] for o in orders if o["amount"] == "350.00"}
         sms_orders = collections.Counter(t["Body"].split()[2].rstrip(":") for t in st.sms())
         assert set(sms_orders) == high
         duplicates = sum(c - 1 for c in counts.values())

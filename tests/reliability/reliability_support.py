@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import collections
 import copy
-import json
 import os
 import random
 import re
 import secrets
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +34,7 @@ from typing import Any
 import httpx
 import yaml
 
+import engine_process
 from alertpipe.emulators import EmulatorSettings, running_emulator
 from alertpipe.emulators.server import EmulatorHandle
 from alertpipe.emulators.state import EmulatorState
@@ -320,52 +317,11 @@ def stack(tmp_path: Path, **env: str) -> Iterator[Stack]:
             st.http.close()
 
 
-class EngineProcess:
-    """``python -m alertpipe run -c <config>`` in a subprocess; ready once it logs
-    ``listening`` (its socket is bound and listening before that line)."""
+class EngineProcess(engine_process.EngineProcess):
+    """The engine process on this stack's environment (the derived config by default)."""
 
     def __init__(self, st: Stack, config: Path | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "alertpipe", "run", "-c", str(config or st.config)],
-            env=st.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self.listening = False
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._ready.wait(30)
-        if not self.listening:
-            self.kill()
-            raise RuntimeError("engine did not start:\n" + "".join(self.lines[-20:]))
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if '"event": "listening"' in line:
-                self.listening = True
-                self._ready.set()
-        self._ready.set()
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for line in list(self.lines):
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if name is None or event.get("event") == name:
-                out.append(event)
-        return out
-
-    def kill(self) -> None:
-        """SIGKILL (no shutdown code runs), then reap."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._reader.join(10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        super().__init__(config or st.config, st.env)
 
 
 @dataclass

@@ -159,15 +159,13 @@ async def test_open_circuit_shows_in_readyz_and_stops_sending() -> None:
     assert isinstance(sheet, Recorder)
     sheet.script = [RetryableError("503 unavailable")] * 10
     try:
-        for i in range(2):
-            sheet.event.clear()
-            await c.post("/orders", json={"order_id": f"C-{i}", "amount": "1"})
-            await asyncio.wait_for(sheet.event.wait(), 5)
-        async with asyncio.timeout(5):  # the second failure may still be being recorded
-            ready = await c.get("/readyz")
-            while ready.json()["circuits"]["orders/sheet"] != "open":
-                await asyncio.sleep(0)
-                ready = await c.get("/readyz")
+        for i in range(2):  # two failed rounds, each waited for until its outcome is recorded
+            recorded = asyncio.Event()
+            await eng.accept("orders", {"order_id": f"C-{i}", "amount": "1"}, b"{}",
+                             waiter=recorded)
+            await asyncio.wait_for(recorded.wait(), 5)
+        ready = await c.get("/readyz")
+        assert ready.json()["circuits"]["orders/sheet"] == "open"
         calls = sheet.calls
         await c.post("/orders", json={"order_id": "C-9", "amount": "1"})
         assert eng.workers[("orders", "sheet")].breaker.remaining() > 50
