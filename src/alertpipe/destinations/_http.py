@@ -14,9 +14,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -50,6 +51,15 @@ def transport_error(exc: httpx.HTTPError, service: str) -> RetryableError:
                           ambiguous=not unsent)
 
 
+def json_body(response: httpx.Response) -> Mapping[str, Any]:
+    """The response's JSON object, or ``{}`` when it is not one."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, Mapping) else {}
+
+
 def keep_ambiguous(exc: _E, ambiguous: bool) -> _E:
     """Mark ``exc`` ambiguous when the attempt began with an unresolved ambiguity; return it."""
     if ambiguous:
@@ -57,4 +67,4 @@ def keep_ambiguous(exc: _E, ambiguous: bool) -> _E:
     return exc
 
 
-__all__ = ["keep_ambiguous", "parse_retry_after", "transport_error"]
+__all__ = ["json_body", "keep_ambiguous", "parse_retry_after", "transport_error"]

@@ -8,25 +8,13 @@ recipient/sender codes of :data:`PERMANENT_CODES` permanent, 5xx retryable and a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import httpx
 
-from alertpipe.destinations._http import parse_retry_after
+from alertpipe.destinations._http import json_body, parse_retry_after
 from alertpipe.errors import PermanentError, RetryableError
 
 #: Twilio error codes about the recipient or sender that no retry can fix.
 PERMANENT_CODES = frozenset({21211, 21408, 21606, 21608, 21610, 21612, 21614})
-
-
-def json_body(response: httpx.Response) -> Mapping[str, Any]:
-    """The response's JSON object, or ``{}`` when it is not one."""
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, Mapping) else {}
 
 
 def status_error(response: httpx.Response) -> RetryableError | PermanentError:
@@ -50,4 +38,4 @@ def status_error(response: httpx.Response) -> RetryableError | PermanentError:
     return PermanentError(text, code=code or status)
 
 
-__all__ = ["PERMANENT_CODES", "json_body", "status_error"]
+__all__ = ["PERMANENT_CODES", "status_error"]

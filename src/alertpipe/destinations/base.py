@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from alertpipe.errors import DeliveryError, PermanentError
+from alertpipe.errors import DeliveryError, PermanentError, UsageError
 from alertpipe.message import Message
 
 
@@ -75,6 +75,10 @@ class Destination(abc.ABC):
     max_requests_per_minute: float | None = None
 
     def __init__(self, name: str, config: Any) -> None:
+        expected = getattr(type(self), "Config", None)
+        if expected is not None and not isinstance(config, expected):
+            raise UsageError(f"{type(self).__name__} needs a {expected.__name__}, got "
+                             f"{type(config).__name__}")
         self.name = name
         self.config = config
         self.http: httpx.AsyncClient | None = None

@@ -62,7 +62,12 @@ from pydantic import ConfigDict, Field
 from alertpipe import jsoncodec
 from alertpipe.destinations import register
 from alertpipe.destinations._a1 import RANGE, IdColumn, id_column, row_of
-from alertpipe.destinations._http import keep_ambiguous, parse_retry_after, transport_error
+from alertpipe.destinations._http import (
+    json_body,
+    keep_ambiguous,
+    parse_retry_after,
+    transport_error,
+)
 from alertpipe.destinations._sheet_rows import row as sheet_row
 from alertpipe.destinations.base import Delivery, Destination, DestinationConfig, Outcome, Sent
 from alertpipe.destinations.google_auth import TokenSource, load_service_account
@@ -110,11 +115,8 @@ class GoogleSheetsDestination(Destination):
 
     config: GoogleSheetsConfig
 
-    def __init__(self, name: str, config: DestinationConfig) -> None:
-        if not isinstance(config, GoogleSheetsConfig):
-            raise UsageError(f"{type(self).__name__} needs a GoogleSheetsConfig, got "
-                             f"{type(config).__name__}")
-        super().__init__(name, config)
+    def __init__(self, name: str, config: GoogleSheetsConfig) -> None:
+        super().__init__(name, config)  # checks the config class
         self.config = config
         self.batch_size = config.batch_size
         self.concurrency = 1  # appends in order; Google's quota is per user anyway
@@ -197,7 +199,7 @@ class GoogleSheetsDestination(Destination):
         url = (f"{cfg.api_base.rstrip('/')}/v4/spreadsheets/{quote(cfg.spreadsheet_id, safe='')}"
                f"/values/{quote(column.a1, safe='')}")
         response = await self._authorized(lambda token: self._get(url, token))
-        data = _json_object(response)
+        data = json_body(response)
         values = data.get("values")
         cells: list[Any] = []
         if isinstance(values, list):
@@ -307,14 +309,6 @@ def _status_error(response: httpx.Response) -> RetryableError | PermanentError:
         return RetryableError(text, code=status, ambiguous=True,
                               retry_after=parse_retry_after(response.headers.get("retry-after")))
     return PermanentError(text, code=status)
-
-
-def _json_object(response: httpx.Response) -> Mapping[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, Mapping) else {}
 
 
 def _updated_range(response: httpx.Response) -> str | None:

@@ -70,10 +70,10 @@ import httpx
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from alertpipe.destinations import register
-from alertpipe.destinations._http import keep_ambiguous, transport_error
+from alertpipe.destinations._http import json_body, keep_ambiguous, transport_error
 from alertpipe.destinations._recipient_cap import RecipientWindow
 from alertpipe.destinations._sms_template import check_template, render
-from alertpipe.destinations._twilio_errors import PERMANENT_CODES, json_body, status_error
+from alertpipe.destinations._twilio_errors import PERMANENT_CODES, status_error
 from alertpipe.destinations.base import Delivery, Destination, DestinationConfig, Sent
 from alertpipe.errors import (
     ConfigError,
@@ -197,11 +197,8 @@ class TwilioSmsDestination(Destination):
 
     config: TwilioSmsConfig
 
-    def __init__(self, name: str, config: DestinationConfig) -> None:
-        if not isinstance(config, TwilioSmsConfig):
-            raise UsageError(f"{type(self).__name__} needs a TwilioSmsConfig, got "
-                             f"{type(config).__name__}")
-        super().__init__(name, config)
+    def __init__(self, name: str, config: TwilioSmsConfig) -> None:
+        super().__init__(name, config)  # checks the config class
         self.config = config
         self.batch_size = 1
         self.concurrency = config.concurrency
