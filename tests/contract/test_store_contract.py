@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -11,17 +10,7 @@ from pathlib import Path
 import pytest
 
 from alertpipe.message import Message, utcnow
-from alertpipe.store import AttemptResult, MemoryStore, NewDelivery, SQLiteStore, Store
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
+from alertpipe.store import AttemptResult, NewDelivery, SQLiteStore, Store
 
 
 def order(n: int, amount: str = "10.00") -> Message:

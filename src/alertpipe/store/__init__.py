@@ -8,11 +8,13 @@ from alertpipe.errors import ConfigError
 from alertpipe.store.base import (
     AttemptRecord,
     AttemptResult,
+    AuditEntry,
     DeliveryRecord,
     EnqueueResult,
     MessageKey,
     NewDelivery,
     QueueStats,
+    RatePoint,
     Store,
     StoredMessage,
 )
@@ -37,6 +39,19 @@ def open_store(url: str, *, base_dir: Path | None = None) -> Store:
                       "expected sqlite:///PATH or memory://", key="engine.store")
 
 
-__all__ = ["AttemptRecord", "AttemptResult", "DeliveryRecord", "EnqueueResult", "MemoryStore",
-           "MessageKey", "NewDelivery",
-           "QueueStats", "SQLiteStore", "Store", "StoredMessage", "open_store"]
+__all__ = [
+    "AttemptRecord",
+    "AttemptResult",
+    "AuditEntry",
+    "DeliveryRecord",
+    "EnqueueResult",
+    "MemoryStore",
+    "MessageKey",
+    "NewDelivery",
+    "QueueStats",
+    "RatePoint",
+    "SQLiteStore",
+    "Store",
+    "StoredMessage",
+    "open_store",
+]

@@ -145,6 +145,29 @@ class QueueStats:
     oldest_pending_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the append-only audit log: who did what to which object, and when."""
+
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    action: str  # "login", "view", "resend", "retry", "discard", "channel.stop", ...
+    target: str  # a message id, a delivery id, a channel name, ...
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RatePoint:
+    """Traffic of one channel in one minute (for the dashboard's throughput chart)."""
+
+    minute: datetime  # start of the minute, UTC
+    received: int  # messages received in that minute
+    delivered: int  # attempts that ended "delivered" in that minute
+    failed: int  # attempts that ended "retry" or "dead" in that minute
+
+
 @runtime_checkable
 class Store(Protocol):
     """Named operations on durable storage. All methods are coroutines except ``name``."""
@@ -226,3 +249,15 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store can accept a write now."""
+
+    async def append_audit(self, actor: str, role: str, action: str, target: str,
+                           detail: str | None = None) -> int:
+        """Append one audit entry (never updated, never deleted); return its id."""
+
+    async def list_audit(self, limit: int = 100,
+                         before_id: int | None = None) -> list[AuditEntry]:
+        """Audit entries, newest first; ``before_id`` pages back."""
+
+    async def rates(self, channel: str, since: datetime) -> list[RatePoint]:
+        """Per-minute traffic of ``channel`` from ``since`` on, oldest first; minutes with no
+        traffic are left out."""
