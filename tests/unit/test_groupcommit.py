@@ -18,7 +18,7 @@ async def test_a_failing_operation_does_not_undo_its_group(tmp_path: Path) -> No
         return conn
 
     gc: GroupCommitter[sqlite3.Connection] = GroupCommitter(connect)
-    await asyncio.to_thread(gc.start)
+    await gc.start()
     try:
         def insert(k: int) -> object:
             return lambda c: c.execute("INSERT INTO t(k) VALUES (?)", (k,)).rowcount
@@ -39,4 +39,56 @@ async def test_a_failing_operation_does_not_undo_its_group(tmp_path: Path) -> No
             await dup
         assert gc.ops >= 52 and gc.groups < gc.ops
     finally:
-        await asyncio.to_thread(gc.stop)
+        await gc.stop()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY)")
+    return conn
+
+
+async def test_batched_operations_share_one_call_and_fail_alone(tmp_path: Path) -> None:
+    gc: GroupCommitter[sqlite3.Connection] = GroupCommitter(lambda: _connect(tmp_path / "b.db"))
+    await gc.start()
+    calls: list[int] = []
+
+    def insert_all(conn: sqlite3.Connection, keys: list[int]) -> list[int]:
+        calls.append(len(keys))
+        conn.executemany("INSERT INTO t(k) VALUES (?)", [(k,) for k in keys])
+        return [k * 10 for k in keys]
+
+    try:
+        got = await asyncio.gather(*(gc.submit_batched(insert_all, k) for k in range(40)))
+        assert got == [k * 10 for k in range(40)]
+        assert sum(calls) == 40 and len(calls) < 40  # many items per call
+        calls.clear()
+        # 7 is already stored: the batch fails, is undone, and each item is retried alone
+        again = await asyncio.gather(*(gc.submit_batched(insert_all, k) for k in (100, 7, 101)),
+                                     return_exceptions=True)
+        assert again[0] == 1000 and again[2] == 1010
+        assert isinstance(again[1], sqlite3.IntegrityError)
+        rows = await gc.submit(
+            lambda c: [r[0] for r in c.execute("SELECT k FROM t WHERE k >= 100")])
+        assert rows == [100, 101]
+    finally:
+        await gc.stop()
+
+
+async def test_an_interval_gathers_what_arrives_meanwhile_into_one_commit(tmp_path: Path) -> None:
+    gc: GroupCommitter[sqlite3.Connection] = GroupCommitter(lambda: _connect(tmp_path / "i.db"),
+                                                            interval=0.2)
+    await gc.start()
+    try:
+        await gc.submit(lambda c: c.execute("INSERT INTO t(k) VALUES (1)"))  # idle: at once
+        assert gc.groups == 1
+        # submitted one by one, each after the previous was queued, within the interval
+        ops = []
+        for k in range(2, 12):
+            ops.append(asyncio.ensure_future(
+                gc.submit(lambda c, k=k: c.execute("INSERT INTO t(k) VALUES (?)", (k,)))))
+            await asyncio.sleep(0)  # a loop round between submissions (not a timed wait)
+        await asyncio.gather(*ops)
+        assert gc.groups == 2 and gc.ops == 11
+    finally:
+        await gc.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from alertpipe.destinations.base import Delivery
 from alertpipe.errors import StoreUnavailable, UsageError
@@ -15,11 +15,13 @@ from alertpipe.store.base import (
     TERMINAL,
     AttemptRecord,
     AttemptResult,
+    AuditEntry,
     DeliveryRecord,
     EnqueueResult,
     MessageKey,
     NewDelivery,
     QueueStats,
+    RatePoint,
     StoredMessage,
 )
 
@@ -44,6 +46,7 @@ class MemoryStore:
         self._ids = itertools.count(1)
         self._keys: dict[tuple[str, str, str], tuple[str, str | None, datetime]] = {}
         self.fail_writes = False
+        self._audit: list[AuditEntry] = []
 
     async def open(self) -> None:
         return None
@@ -255,3 +258,33 @@ class MemoryStore:
     async def ping(self) -> None:
         self._check_writable()
 
+    async def append_audit(self, actor: str, role: str, action: str, target: str,
+                           detail: str | None = None) -> int:
+        self._check_writable()
+        entry = AuditEntry(id=len(self._audit) + 1, at=utcnow(), actor=actor, role=role,
+                           action=action, target=target, detail=detail)
+        self._audit.append(entry)
+        return entry.id
+
+    async def list_audit(self, limit: int = 100,
+                         before_id: int | None = None) -> list[AuditEntry]:
+        entries = [e for e in reversed(self._audit) if before_id is None or e.id < before_id]
+        return entries[:limit]
+
+    async def rates(self, channel: str, since: datetime) -> list[RatePoint]:
+        counts: dict[datetime, list[int]] = {}
+
+        def bump(at: datetime, column: int) -> None:
+            if at >= since:
+                minute = at.astimezone(UTC).replace(second=0, microsecond=0)
+                counts.setdefault(minute, [0, 0, 0])[column] += 1
+
+        for message, _ in self._messages.values():
+            if message.channel == channel:
+                bump(message.received_at, 0)
+        for row in self._rows.values():
+            if row.rec.channel == channel:
+                for a in row.history:
+                    bump(a.finished_at, 1 if a.outcome == "delivered" else 2)
+        return [RatePoint(minute=m, received=c[0], delivered=c[1], failed=c[2])
+                for m, c in sorted(counts.items())]

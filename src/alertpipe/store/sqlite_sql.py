@@ -9,7 +9,14 @@ from typing import Any
 
 from alertpipe import jsoncodec
 from alertpipe.message import Message
-from alertpipe.store.base import AttemptRecord, DeliveryRecord, QueueStats, StoredMessage
+from alertpipe.store.base import (
+    AttemptRecord,
+    AuditEntry,
+    DeliveryRecord,
+    QueueStats,
+    RatePoint,
+    StoredMessage,
+)
 
 MIGRATIONS: list[str] = [
     """
@@ -73,6 +80,18 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX deliveries_open ON deliveries(channel, status)
         WHERE status IN ('pending', 'in_flight');
+    """,
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX attempts_finished ON attempts(finished_at);
     """,
 ]
 
@@ -140,8 +159,23 @@ DISCARD = ("UPDATE deliveries SET status = 'discarded', updated_at = ? "
 REQUEUE_DEAD = ("UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? "
                 "WHERE status = 'dead' AND (? IS NULL OR channel = ?)")
 MESSAGE_CHANNEL = "SELECT channel FROM messages WHERE id = ?"
-FIND_KEY = ("SELECT message_id, fingerprint FROM message_keys "
-            "WHERE channel = ? AND kind = ? AND key = ? AND expires_at > ?")
+def find_keys(conn: sqlite3.Connection, wanted: Sequence[tuple[str, str, str]],
+              now: int) -> dict[tuple[str, str, str], tuple[str, str | None]]:
+    """The live keys among ``wanted`` (channel, kind, key): key -> (message id, fingerprint)."""
+    by_ns: dict[tuple[str, str], list[str]] = {}
+    for channel, kind, key in wanted:
+        by_ns.setdefault((channel, kind), []).append(key)
+    out: dict[tuple[str, str, str], tuple[str, str | None]] = {}
+    for (channel, kind), keys in by_ns.items():
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            sql = (f"SELECT key, message_id, fingerprint FROM message_keys WHERE channel = ? "
+                   f"AND kind = ? AND key IN ({','.join('?' * len(chunk))}) AND expires_at > ?")
+            for key, mid, fp in conn.execute(sql, (channel, kind, *chunk, now)):
+                out[(channel, kind, key)] = (mid, fp)
+    return out
+
+
 PUT_KEY = ("INSERT OR REPLACE INTO message_keys(channel, kind, key, fingerprint, message_id, "
            "expires_at) VALUES (?, ?, ?, ?, ?, ?)")
 PRUNE_KEYS = "DELETE FROM message_keys WHERE expires_at <= ?"
@@ -261,3 +295,34 @@ def stats(conn: sqlite3.Connection) -> list[QueueStats]:
                               delivered=counts.get("delivered", 0), dead=counts.get("dead", 0),
                               oldest_pending_at=from_us(oldest) if oldest is not None else None))
     return out
+
+
+# -- the dashboard's operations: the audit log and per-minute rates ---------------------------
+APPEND_AUDIT = ("INSERT INTO audit(at, actor, role, action, target, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id")
+_MINUTE_US = 60_000_000
+RATES_RECEIVED = (f"SELECT received_at / {_MINUTE_US} AS m, COUNT(*) FROM messages "
+                  "WHERE channel = ? AND received_at >= ? GROUP BY m")
+RATES_ATTEMPTS = (f"SELECT a.finished_at / {_MINUTE_US} AS m, "
+                  "SUM(a.outcome = 'delivered'), SUM(a.outcome != 'delivered') "
+                  "FROM attempts a JOIN deliveries d ON d.id = a.delivery_id "
+                  "WHERE d.channel = ? AND a.finished_at >= ? GROUP BY m")
+
+
+def list_audit(conn: sqlite3.Connection, limit: int, before_id: int | None) -> list[AuditEntry]:
+    rows = conn.execute("SELECT id, at, actor, role, action, target, detail FROM audit "
+                        "WHERE (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+                        (before_id, before_id, limit)).fetchall()
+    return [AuditEntry(id=r[0], at=from_us(r[1]), actor=r[2], role=r[3], action=r[4],
+                       target=r[5], detail=r[6]) for r in rows]
+
+
+def rates(conn: sqlite3.Connection, channel: str, since: int) -> list[RatePoint]:
+    counts: dict[int, list[int]] = {}
+    for minute, n in conn.execute(RATES_RECEIVED, (channel, since)):
+        counts.setdefault(int(minute), [0, 0, 0])[0] = int(n)
+    for minute, ok, failed in conn.execute(RATES_ATTEMPTS, (channel, since)):
+        c = counts.setdefault(int(minute), [0, 0, 0])
+        c[1], c[2] = int(ok), int(failed)
+    return [RatePoint(minute=from_us(m * _MINUTE_US), received=c[0], delivered=c[1],
+                      failed=c[2]) for m, c in sorted(counts.items())]
