@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint bench run emulate clean reliability
+.PHONY: screenshots venv demo test test-fast lint bench run emulate clean reliability browser
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,24 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/alertpipe demo
 
-## test: the whole suite (unit, contract, end-to-end over real sockets)
-test: venv
+## browser: Debian's chromium, which Playwright drives headless in tests/browser (the dashboard);
+## installed with apt-get when missing (through sudo when not root). Never `playwright install`.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "browser: chromium is missing; install it: apt-get install -y chromium" >&2; exit 2; fi; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { echo "browser: chromium did not install" >&2; exit 2; }
+
+## test: the whole suite (unit, contract, end-to-end over real sockets, the dashboard in chromium)
+test: venv browser
 	$(BIN)/python -m pytest -q
+
+## screenshots: the browser tests, saving docs/img/*.png for docs/dashboard.md
+screenshots: venv browser
+	ALERTPIPE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not e2e"

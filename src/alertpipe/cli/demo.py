@@ -4,6 +4,10 @@ Starts the Google and Twilio emulators and the engine (with the real channel con
 SQLite store and its real destinations) on free ports, posts a handful of sample orders — one
 invalid, two over $300 — waits for every delivery, prints the Sheet rows and the SMS sent, and
 exits 0 when what arrived is what should have.
+
+With ``--dashboard`` it then keeps running (until Ctrl-C) with the web dashboard in demo mode:
+log in with the printed one-off admin password to find the orders, open one, resend it, and
+see the emulators' SMS inbox and Sheet in the browser.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from alertpipe.cli.run import bind, serve
 from alertpipe.config import load_config
+from alertpipe.config.model import AppSettings, UserSettings
 from alertpipe.emulators import EmulatorSettings, running_emulator
 from alertpipe.engine import Engine
 from alertpipe.logs import setup_logging
+from alertpipe.web.passwords import hash_password
 
 SAMPLE_ORDERS: list[dict[str, Any]] = [
     {"order_id": "A-1001", "customer_name": "Ada L.", "customer_phone": "+14155550101",
@@ -48,6 +55,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description=__doc__)
     p.add_argument("-c", "--config", default="alertpipe.yaml")
     p.add_argument("--verbose", action="store_true", help="show the engine's JSON logs")
+    p.add_argument("--dashboard", action="store_true",
+                   help="then keep serving the web dashboard (demo mode) until Ctrl-C")
     p.set_defaults(func=run)
 
 
@@ -81,11 +90,28 @@ def run(args: argparse.Namespace) -> int:
             emu.write_credentials(env["GOOGLE_APPLICATION_CREDENTIALS"])
             console.print(f"[bold]emulators[/] Google OAuth + Sheets + Twilio at {emu.url}")
             config = load_config(args.config, environ=env)
+            password = secrets.token_urlsafe(12) if args.dashboard else None
+            config = _demo_mode(config, emu.url, password)
             engine = Engine(config, base_dir=Path(args.config).resolve().parent)
-            return asyncio.run(_drive(engine, emu.url, console))
+            return asyncio.run(_drive(engine, emu.url, console, password))
 
 
-async def _drive(engine: Engine, emulator_url: str, console: Console) -> int:
+def _demo_mode(config: AppSettings, emulator_url: str, password: str | None) -> AppSettings:
+    """The dashboard shows the emulators' SMS inbox and Sheet; with a password, a one-off
+    ``demo`` admin may log in (the config's own users are kept)."""
+    users = list(config.engine.users)
+    if password is not None:
+        users = [u for u in users if u.name != "demo"]
+        users.append(UserSettings(name="demo", role="admin",
+                                  password_hash=hash_password(password)))
+    engine = config.engine.model_copy(update={
+        "demo_emulator_url": emulator_url, "users": users,
+        "session_secret": config.engine.session_secret or SecretStr(secrets.token_hex(32))})
+    return config.model_copy(update={"engine": engine})
+
+
+async def _drive(engine: Engine, emulator_url: str, console: Console,
+                 password: str | None = None) -> int:
     import uvicorn
 
     sock = bind("127.0.0.1", 0)
@@ -104,7 +130,13 @@ async def _drive(engine: Engine, emulator_url: str, console: Console) -> int:
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             expected = await _post_orders(client, url, console)
-            return await _report(client, emulator_url, expected, console)
+            code = await _report(client, emulator_url, expected, console)
+        if password is not None:
+            console.print(f"\n[bold]dashboard[/] http://127.0.0.1:{port}/ui/ · user [bold]demo[/]"
+                          f" · password [bold]{password}[/] (this run only) · Ctrl-C to stop",
+                          markup=True, highlight=False)
+            await server_task  # until Ctrl-C or SIGTERM
+        return code
     finally:
         box[0].should_exit = True
         await server_task

@@ -1,4 +1,4 @@
-"""``alertpipe`` — the command line: run, emulate, send, demo."""
+"""``alertpipe`` — the command line: run, emulate, send, demo, dlq, replay, apikey, user."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from alertpipe.errors import AlertpipeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from alertpipe.cli import apikey, demo, dlq, emulate, replay, run, send
+    from alertpipe.cli import apikey, demo, dlq, emulate, replay, run, send, user
 
     parser = argparse.ArgumentParser(
         prog="alertpipe", description="An integration engine for alerting pipelines.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for mod in (run, emulate, send, demo, dlq, replay, apikey):
+    for mod in (run, emulate, send, demo, dlq, replay, apikey, user):
         mod.register(sub)
     return parser
 

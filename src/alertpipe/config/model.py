@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class _Strict(BaseModel):
@@ -29,6 +29,26 @@ class ApiKeySettings(_Strict):
     rights: list[Literal["ingest", "read", "admin"]] = ["ingest"]
 
 
+ROLES = ("viewer", "operator", "admin")  # each may do what the one before it may, and more
+
+
+class UserSettings(_Strict):
+    """A dashboard user. ``password_hash`` comes from ``alertpipe user hash`` (scrypt with a
+    random salt); the password itself is never in the config."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    role: str
+    password_hash: str = Field(
+        pattern=r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9_-]+\$[A-Za-z0-9_-]+$")
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, v: str) -> str:
+        if v not in ROLES:
+            raise ValueError(f"must be one of {', '.join(ROLES)}")
+        return v
+
+
 class EngineSettings(_Strict):
     store: str = "sqlite:///data/alertpipe.db"
     http: HttpSettings = HttpSettings()
@@ -38,6 +58,29 @@ class EngineSettings(_Strict):
     max_wait_seconds: float = Field(30.0, ge=0)
     log_level: str = "INFO"
     api_keys: list[ApiKeySettings] = []
+    # The dashboard: its users, the key that signs session cookies (random per process when
+    # unset, or from ALERTPIPE_SESSION_SECRET), and the emulator shown in demo mode.
+    users: list[UserSettings] = []
+    session_secret: SecretStr | None = None
+    demo_emulator_url: str | None = None
+
+    @field_validator("users")
+    @classmethod
+    def _unique_users(cls, v: list[UserSettings]) -> list[UserSettings]:
+        names = [u.name for u in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"user names must be unique: {', '.join(dupes)}")
+        return v
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value():
+            return None  # ${ALERTPIPE_SESSION_SECRET:-} left empty: as if unset
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. openssl rand -hex 32)")
+        return v
 
 
 class RetrySettings(_Strict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,21 @@ from alertpipe.engine.circuit import CircuitBreaker
 from alertpipe.engine.pacing import Pacers
 from alertpipe.engine.worker import DestinationWorker
 from alertpipe.errors import Backpressure, StoreError, UsageError
-from alertpipe.message import Message
+from alertpipe.message import Message, utcnow
 from alertpipe.store import MessageKey, Store, StoredMessage, open_store
 
 log = logging.getLogger("alertpipe.engine")
+
+
+class _Backlog:
+    """A channel's undelivered rows as intake sees them: read from the store now and then."""
+
+    __slots__ = ("count", "read_at", "refresh")
+
+    def __init__(self, count: int = 0, read_at: float = float("-inf")) -> None:
+        self.count = count
+        self.read_at = read_at
+        self.refresh: asyncio.Task[None] | None = None
 
 
 class Engine:
@@ -40,10 +52,11 @@ class Engine:
         self._http = http
         self._own_http = http is None
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._backlog: dict[str, tuple[int, float]] = {}
+        self._backlog: dict[str, _Backlog] = {}
         self._limiters: dict[str, ClientRateLimiter] = {}
         self.auth = Authenticator(settings.engine.api_keys)
         self.started = False
+        self._stopped: set[str] = set()  # channels an operator stopped (not persisted)
 
     def check(self) -> None:
         """Check every destination's credentials and settings; raises CredentialsError."""
@@ -53,6 +66,9 @@ class Engine:
     async def start(self) -> None:
         self.check()
         await self.store.open()
+        now = asyncio.get_running_loop().time()
+        for name in self.channels:  # intake's backpressure starts from the stored backlog
+            self._backlog[name] = _Backlog(await self.store.backlog(name), now)
         if self._http is None:
             self._http = httpx.AsyncClient(
                 timeout=httpx.Timeout(15.0, connect=5.0),
@@ -71,6 +87,7 @@ class Engine:
                                       poll_interval=es.poll_interval_seconds,
                                       on_recorded=self._on_recorded, breaker=breaker)
                 self.workers[(ch.name, name)] = w
+                w.paused = ch.name in self._stopped
                 w.start()
         self.started = True
         if not self.auth.enabled:
@@ -105,6 +122,7 @@ class Engine:
 
         With ``waiter``, the event is set each time one of the message's deliveries records an
         outcome (use :meth:`outcome` to see whether all are final)."""
+        self._refuse_if_stopped(channel)
         ch = self.channel(channel)
         registered: list[str] = []
 
@@ -117,7 +135,7 @@ class Engine:
             for mid in registered:
                 self.forget_waiter(mid, waiter)  # type: ignore[arg-type]  # set when registered
 
-        count, read_at = await self._check_backlog(ch)
+        backlog = self._check_backlog(ch)
         try:
             accepted = await ch.accept(body, raw, meta, before_commit=register, keys=keys)
         except BaseException:
@@ -125,25 +143,39 @@ class Engine:
             raise
         if accepted.conflict is not None:  # nothing new was stored: nothing will be delivered
             unregister()
-        self._backlog[channel] = (count + accepted.deliveries, read_at)
+        backlog.count += accepted.deliveries
         for dest in accepted.routes:
             w = self.workers.get((channel, dest))
             if w is not None:
                 w.wake.set()
         return accepted
 
-    async def _check_backlog(self, ch: ChannelRuntime) -> tuple[int, float]:
-        """Refuse intake (503) once the channel holds ``max_pending`` undelivered rows. The count
-        is read from the store at most every 2 s and advanced locally in between (it errs high)."""
+    def _check_backlog(self, ch: ChannelRuntime) -> _Backlog:
+        """Refuse intake (503) once the channel holds ``max_pending`` undelivered rows.
+
+        The count is read from the store at start and then at most every 2 s, in the background
+        (one read at a time, never on the request's path), and advanced locally in between."""
+        backlog = self._backlog.get(ch.name)
+        if backlog is None:
+            backlog = self._backlog[ch.name] = _Backlog()
         loop = asyncio.get_running_loop()
-        count, read_at = self._backlog.get(ch.name, (0, -1.0))
-        if loop.time() - read_at > 2.0:
-            count, read_at = await self.store.backlog(ch.name), loop.time()
-        if count >= ch.settings.max_pending:
-            raise Backpressure(f"channel {ch.name!r} has {count} undelivered messages, its "
-                               f"limit is {ch.settings.max_pending}; retry later",
+        if backlog.refresh is None and loop.time() - backlog.read_at > 2.0:
+            backlog.refresh = loop.create_task(self._read_backlog(ch.name, backlog))
+        if backlog.count >= ch.settings.max_pending:
+            raise Backpressure(f"channel {ch.name!r} has {backlog.count} undelivered messages, "
+                               f"its limit is {ch.settings.max_pending}; retry later",
                                retry_after=5.0)
-        return count, read_at
+        return backlog
+
+    async def _read_backlog(self, channel: str, backlog: _Backlog) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            backlog.count = await self.store.backlog(channel)
+        except StoreError as exc:
+            log.warning("backlog not read", extra={"channel": channel, "error": str(exc)})
+        finally:
+            backlog.read_at = loop.time()
+            backlog.refresh = None
 
     def gate(self, request: Request, channel: str, cfg: Any) -> Response | str:
         """API key and per-client rate limit for an ingest request: a 401/403/429 response, or
@@ -163,6 +195,11 @@ class Engine:
                 return too_many(wait)
         return who
 
+    def watch(self, message_id: str, event: asyncio.Event) -> None:
+        """Set ``event`` each time a delivery of the message records an outcome, until
+        :meth:`forget_waiter` (for waiting on a resend, as :meth:`accept` does on intake)."""
+        self._waiters.setdefault(message_id, set()).add(event)
+
     def forget_waiter(self, message_id: str, event: asyncio.Event) -> None:
         evs = self._waiters.get(message_id)
         if evs is not None:
@@ -181,6 +218,45 @@ class Engine:
         if stored is None:
             return False, None
         return all(d.terminal for d in stored.deliveries), stored
+
+    # -- operator control (the admin API and the dashboard) -----------------------------
+    def stop_channel(self, name: str) -> None:
+        """Refuse the channel's intake (503) and stop claiming its deliveries (sends under way
+        finish) until :meth:`start_channel`. Held in this process only: a restart runs it."""
+        self.channel(name)
+        self._stopped.add(name)
+        for w in self._workers_of(name):
+            w.paused = True
+        log.warning("channel stopped", extra={"channel": name})
+
+    def start_channel(self, name: str) -> None:
+        self.channel(name)
+        self._stopped.discard(name)
+        for w in self._workers_of(name):
+            w.paused = False
+            w.wake.set()
+        log.info("channel started", extra={"channel": name})
+
+    def _workers_of(self, name: str) -> list[DestinationWorker]:
+        return [w for (c, _), w in self.workers.items() if c == name]
+
+    def _refuse_if_stopped(self, channel: str) -> None:
+        if channel in self._stopped:
+            raise Backpressure(f"channel {channel!r} is stopped by an operator and accepts "
+                               "nothing until it is started again; retry later",
+                               retry_after=30.0)
+
+    async def channel_state(self, name: str) -> str:
+        """``stopped`` (by an operator), ``erroring`` (a destination's circuit is not closed,
+        or at least half of the attempts of the last 5 minutes failed) or ``running``."""
+        self.channel(name)
+        if name in self._stopped:
+            return "stopped"
+        if any(w.breaker.state != "closed" for w in self._workers_of(name)):
+            return "erroring"
+        recent = await self.store.rates(name, utcnow() - timedelta(minutes=5))
+        failed = sum(p.failed for p in recent)
+        return "erroring" if failed and failed >= sum(p.delivered for p in recent) else "running"
 
     # -- health -------------------------------------------------------------------------
     async def readiness(self) -> tuple[bool, dict[str, Any]]:

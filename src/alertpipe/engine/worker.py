@@ -43,6 +43,7 @@ class DestinationWorker:
         self.owner = f"{os.getpid()}-{channel}-{destination.name}-{os.urandom(4).hex()}"
         self.wake = asyncio.Event()
         self._stopping = False
+        self.paused = False  # set by Engine.stop_channel: claim nothing until cleared and woken
         self._inflight: set[int] = set()
         self.task: asyncio.Task[None] | None = None
 
@@ -73,6 +74,10 @@ class DestinationWorker:
 
     async def run(self) -> None:
         while not self._stopping:
+            if self.paused:
+                await self.wake.wait()
+                self.wake.clear()
+                continue
             try:
                 worked = await self.step()
             except StoreError as exc:

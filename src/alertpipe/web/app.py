@@ -6,20 +6,24 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from alertpipe.engine.core import Engine
 from alertpipe.errors import ConfigError
 from alertpipe.sources.base import outcome_body
+from alertpipe.web.admin_api import admin_routes
+from alertpipe.web.fastpath import with_fast_intake
 from alertpipe.web.openapi import openapi_document
+from alertpipe.web.ui import Dashboard
 
 
-def create_app(engine: Engine) -> Starlette:
+def create_app(engine: Engine) -> ASGIApp:
     routes: list[Route] = []
     seen: dict[str, str] = {}
     for name, ch in engine.channels.items():
         for route in ch.source.routes(engine):
             if route.path in seen or route.path.startswith(("/healthz", "/readyz", "/api/",
-                                                            "/openapi.json")):
+                                                            "/openapi.json", "/ui/")):
                 raise ConfigError(f"source path {route.path!r} is already used"
                                   + (f" by channel {seen[route.path]!r}" if route.path in seen
                                      else ""), channel=name, key="source.path")
@@ -70,5 +74,5 @@ def create_app(engine: Engine) -> Starlette:
 
     routes += [Route("/openapi.json", openapi), Route("/healthz", healthz),
                Route("/readyz", readyz), Route("/api/messages/{message_id}", message),
-               Route("/api/queues", stats)]
-    return Starlette(routes=routes)
+               Route("/api/queues", stats), *admin_routes(engine)]
+    return with_fast_intake(Starlette(routes=[*routes, *Dashboard(engine).routes()]), engine)
