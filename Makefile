@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: screenshots venv demo test test-fast lint bench run emulate clean reliability browser
+.PHONY: screenshots venv demo test test-fast lint bench run emulate clean reliability browser nginx
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,27 @@ browser:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || { echo "browser: chromium did not install" >&2; exit 2; }
 
-## test: the whole suite (unit, contract, end-to-end over real sockets, the dashboard in chromium)
-test: venv browser
+## nginx: Debian's nginx, which tests/e2e/test_nginx.py starts unprivileged (its own prefix and
+## port) in front of two engines, as docs/scaling.md shows; apt-get installs it when missing
+## (as root, or through passwordless sudo). Otherwise that test is skipped, saying why; with
+## CI=true a missing nginx fails here. (Debian's package also enables its own service on :80.)
+nginx:
+	@PATH="$$PATH:/usr/sbin:/sbin"; command -v nginx >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ]; then \
+	    $$SUDO apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  fi; }; \
+	command -v nginx >/dev/null 2>&1 || { \
+	  echo "nginx: not installed and no root or passwordless sudo to install it" \
+	       "(apt-get install -y nginx); the nginx test will be skipped" >&2; \
+	  [ "$${CI:-}" != true ] || exit 2; }
+
+## test: the whole suite (unit, contract, end-to-end over real sockets, the dashboard in chromium,
+## two engines behind nginx)
+test: venv browser nginx
 	$(BIN)/python -m pytest -q
 
 ## screenshots: the browser tests, saving docs/img/*.png for docs/dashboard.md

@@ -28,7 +28,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     ratio = ap / ceil if ceil else 0.0
     e2e_s = e2e["e2e_seconds"]
     rss = _peak_rss(r)
-    return [
+    rows = [
         {"target": "durable ingest ≥ 0.7 × ceiling req/s (same server: uvicorn)",
          "measured": f"{ap:,.0f} / {ceil:,.0f} = {ratio:.2f}", "pass": ratio >= 0.7},
         {"target": "p99 ingest ≤ 20 ms at half of alertpipe's max rate",
@@ -48,6 +48,109 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         {"target": "peak RSS ≤ 200 MB", "measured": f"{rss:.0f} MB",
          "pass": rss <= 200},
     ]
+    return [*rows, *_search_target(r.get("search"))]
+
+
+def _search_target(s: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not s:
+        return []
+    worst = max(s["queries"], key=lambda q: q["max_ms"])
+    return [{"target": f"a message search over {s['messages']:,} stored messages ≤ 200 ms",
+             "measured": f"slowest query {worst['max_ms']:.1f} ms ({worst['query']}), "
+                         f"{len(s['queries'])} kinds × {s['repeat']} runs",
+             "pass": s["worst_ms"] <= 200}]
+
+
+def _search_section(s: dict[str, Any] | None) -> list[str]:
+    if not s:
+        return []
+    built = (f"built in {s['build_seconds']:.0f} s" if s.get("build_seconds")
+             else "reused from an earlier run")
+    lines = ["## Message search", "",
+             f"`bench/search.py`: a SQLite store of {s['messages']:,} orders "
+             f"({s['store_bytes'] / 1e9:.2f} GB, {built}); each query asks "
+             "`SQLiteStore.search_messages` for a page of 50 (full messages with deliveries "
+             f"and attempts), {s['repeat']} times with fresh values.", "",
+             "| query | median ms | max ms | results |", "|---|---:|---:|---:|"]
+    lines += [f"| {q['query']} | {q['median_ms']:.1f} | {q['max_ms']:.1f} | "
+              f"{q['results_last']} |" for q in s["queries"]]
+    return [*lines, ""]
+
+
+def _scale_out_section(r: dict[str, Any]) -> list[str]:
+    """The PostgreSQL and two-instance rows beside the SQLite one (bench/scaleout.py)."""
+    so = r.get("scale_out")
+    if not so:
+        return []
+    if "skipped" in so:
+        return ["## Scale-out: PostgreSQL, two instances", "", f"Skipped: {so['skipped']}.", ""]
+    sq, pg, two = r["alertpipe"]["max"], so["postgres"], so["two_instances"]
+    cols = [("SQLite, 1 instance", sq), ("PostgreSQL, 1 instance", pg),
+            ("PostgreSQL, 2 instances", two)]
+
+    def pg_us(x: dict[str, Any]) -> str:
+        return f"{x['postgres_cpu_us_per_msg']:,.0f}" if "postgres_cpu_us_per_msg" in x else "–"
+
+    rows = [
+        ("accepted req/s", lambda x: f"{x['rps']:,.0f}"),
+        ("… per instance", lambda x: " + ".join(f"{v:,.0f}" for v in x.get(
+            "per_instance_rps", [x["rps"]]))),
+        ("latency p50 ms", lambda x: f"{x['p50_ms']:.2f}"),
+        ("latency p99 ms", lambda x: f"{x['p99_ms']:.2f}"),
+        ("latency p99.9 ms", lambda x: f"{x['p999_ms']:.2f}"),
+        ("engine CPU µs / message", lambda x: f"{x['cpu_us_per_msg']:,.0f}"),
+        ("PostgreSQL server CPU µs / message", pg_us),
+        ("engine CPU (cores busy)", lambda x: f"{x['server_cpu_cores']:.2f}"),
+        ("PostgreSQL CPU (cores busy)", lambda x: f"{x['postgres_cpu_cores']:.2f}"
+         if "postgres_cpu_cores" in x else "–"),
+        ("peak RSS MB (per instance)", lambda x: f"{x['peak_rss_mb']:.0f}"),
+        ("store bytes / message (tables + indexes)", lambda x: f"{x['store_bytes_per_message']:,}"
+         if "store_bytes_per_message" in x else "–"),
+        ("wrk CPU (cores)", lambda x: f"{x['wrk_cpu_cores']:.2f}"),
+        ("machine CPU (cores busy, all processes)", lambda x: f"{x['machine_cpu_cores']:.2f}"
+         if "machine_cpu_cores" in x else "–"),
+    ]
+    srv = so["server"]
+    out = ["## Scale-out: PostgreSQL, two instances", "",
+           f"PostgreSQL {srv['server_version']} on this machine ({srv['where']}; "
+           f"synchronous_commit={srv['synchronous_commit']}, fsync={srv['fsync']}, "
+           f"shared_buffers={srv['shared_buffers']}), a fresh schema per phase, the engine as "
+           "shipped with `ALERTPIPE_DATABASE_URL`. One instance is pinned like the SQLite row "
+           "(the PostgreSQL server is not); the two instances are not pinned, and wrk's "
+           f"{r['settings']['connections']} connections are split between them (one wrk "
+           "each, at once; their latencies are the worse of the two runs). \"machine CPU\" is "
+           "every process on the machine, this run's and any other's.", "",
+           "| | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---:|" * len(cols)]
+    out += [f"| {name} | " + " | ".join(f(x) for _, x in cols) + " |" for name, f in rows]
+    out += ["", _two_cores_note(so), ""]
+    return out
+
+
+def _two_cores_note(so: dict[str, Any]) -> str:
+    """What the two-instance row can and cannot show on this machine, from its own figures."""
+    one, two, cores = so["postgres"], so["two_instances"], so["cores"]
+    ratio = two["rps"] / one["rps"] if one["rps"] else 0.0
+    own = two["server_cpu_cores"] + two.get("postgres_cpu_cores", 0.0) + two["wrk_cpu_cores"]
+    machine = two.get("machine_cpu_cores", own)
+    head = (f"**What {cores} cores show, and what they do not.** Two instances accepted "
+            f"{ratio:.2f}× the rate of one. During that run the machine's {cores} cores were "
+            f"{machine:.2f} busy: {two['server_cpu_cores']:.2f} the two engines, "
+            f"{two.get('postgres_cpu_cores', 0.0):.2f} PostgreSQL, "
+            f"{two['wrk_cpu_cores']:.2f} wrk, the rest the emulator and anything else running. ")
+    if machine >= 0.85 * cores:
+        why = ("The CPU all of them share is the limit, so this row cannot show how throughput "
+               "grows with instances: that needs each instance, and the database, on cores of "
+               "their own. ")
+    else:
+        why = ("The CPU was not saturated, so something other than CPU held the engines "
+               "back (each intake group waits on round trips to PostgreSQL; see "
+               "docs/scaling.md); even so, instances sharing two cores cannot show scaling "
+               "beyond them. ")
+    return head + why + (
+        "What the row does show: two instances share one database correctly at full load "
+        "(every accepted order stored, deliveries claimed through SKIP LOCKED, one Sheets "
+        "batcher for both), and what one message costs in CPU in the engine and in "
+        "PostgreSQL, which is what docs/scaling.md sizes a deployment from.")
 
 
 def _checks(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -143,6 +246,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"= **{ratio_g:.2f}**. The engine embeds uvicorn today; this is the measured gap a "
             "switch could at most win on the HTTP side (granian's RSS is summed over its "
             "processes).", ""]
+    out += _search_section(r.get("search"))
+    out += _scale_out_section(r)
     out += _pinning_section(r)
     out += _profile_section(r["alertpipe"].get("profile"))
     return "\n".join(out) + "\n"

@@ -323,6 +323,12 @@ class Bench:
         r["alertpipe"] = {"max": self.alertpipe_max(self.layout)}
         r["alertpipe"]["half_rate"] = self.alertpipe_half(r["alertpipe"]["max"]["rps"])
         r["alertpipe"]["e2e"] = self.end_to_end()
+        if a.search_messages:
+            r["search"] = self.search()
+        if a.postgres:  # the scale-out rows: PostgreSQL, two instances (bench/scaleout.py)
+            import scaleout
+
+            r["scale_out"] = scaleout.run(self)
         if a.profile:
             r["alertpipe"]["profile"] = self.profile()
         if a.pinning_check:
@@ -335,6 +341,21 @@ class Bench:
                 "alertpipe_max": self.alertpipe_max(lay, tag=f"max-{other}", seconds=secs),
             }
         return r
+
+
+def _search(self: Bench) -> dict[str, Any]:
+    """Message-log search over a large store (bench/search.py; built once, then reused)."""
+    import search
+
+    n = self.args.search_messages
+    log(f"search: {n:,} stored messages (built once under bench/results/tmp/search-cache)")
+    out = search.run(n)
+    for q in out["queries"]:
+        log(f"  {q['query']}: median {q['median_ms']:.1f} ms, max {q['max_ms']:.1f} ms")
+    return out
+
+
+Bench.search = _search  # type: ignore[attr-defined]
 
 
 def _db_size(store: Path) -> int:
@@ -455,9 +476,18 @@ def main() -> int:
                     help="smoke run: 5 s phases, 2,000 orders, no profile, no pinning check, "
                          "no history row")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--database-url", default=os.environ.get("ALERTPIPE_BENCH_DATABASE_URL")
+                    or os.environ.get("ALERTPIPE_TEST_DATABASE_URL")
+                    or "postgresql://postgres@127.0.0.1:5432/test",
+                    help="PostgreSQL server of the scale-out rows (a fresh schema per phase)")
+    ap.add_argument("--no-postgres", dest="postgres", action="store_false",
+                    help="skip the scale-out rows (PostgreSQL, two instances)")
+    ap.add_argument("--search-messages", type=int, default=1_000_000,
+                    help="messages in the search phase's store (0: skip the phase)")
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.warmup, args.orders = 5, 1, 2000
+        args.search_messages = min(args.search_messages, 100_000)
         args.profile = args.pinning_check = args.history = False
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
@@ -493,7 +523,7 @@ def _prune_tmp(keep: int) -> None:
     tmp = RESULTS / "tmp"
     if not tmp.is_dir():
         return
-    runs = sorted(p for p in tmp.iterdir() if p.is_dir())
+    runs = sorted(p for p in tmp.iterdir() if p.is_dir() and p.name != "search-cache")
     for old in runs[:-keep] if keep else runs:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -12,6 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_BOUND: dict[str, Any] = {}  # fields on every line (see bind)
+
+
+def bind(**fields: Any) -> None:
+    """Put ``fields`` on every line from now on, e.g. the engine's ``instance`` in a cluster."""
+    _BOUND.update(fields)
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,6 +27,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
+            **_BOUND,
         }
         for key, value in record.__dict__.items():
             if key not in _STD and not key.startswith("_") and key != "color_message":

@@ -40,7 +40,8 @@ class Message:
 
     ``body`` is the parsed (and, after the validate step, normalised) payload; money in it is
     ``Decimal``. ``raw`` is the exact bytes the source received. ``meta`` holds source facts such
-    as the remote address or a webhook id; never a secret.
+    as the remote address or a webhook id; never a secret. ``ref`` is the business key the
+    message is found by (the order id), when the channel de-duplicates on one.
     """
 
     id: str
@@ -49,9 +50,10 @@ class Message:
     body: Mapping[str, Any]
     raw: bytes = b""
     meta: Mapping[str, Any] = field(default_factory=dict)
+    ref: str | None = None  # the business key (the channel's de-duplication key), for search
 
     @classmethod
     def new(cls, channel: str, body: Mapping[str, Any], raw: bytes = b"",
-            meta: Mapping[str, Any] | None = None) -> Message:
+            meta: Mapping[str, Any] | None = None, ref: str | None = None) -> Message:
         return cls(id=new_message_id(), channel=channel, received_at=utcnow(), body=body,
-                   raw=raw, meta=meta or {})
+                   raw=raw, meta=meta or {}, ref=ref)

@@ -15,7 +15,7 @@ def register(cls: type[Destination]) -> type[Destination]:
 
 def load_builtins() -> None:
     """Import the built-in destinations so that they register themselves."""
-    from alertpipe.destinations import google_sheets, twilio_sms  # noqa: F401
+    from alertpipe.destinations import google_sheets, twilio_sms, webhook  # noqa: F401
 
 
 __all__ = ["REGISTRY", "Delivery", "Destination", "DestinationConfig", "Outcome", "Sent",

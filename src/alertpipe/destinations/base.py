@@ -65,10 +65,16 @@ class Destination(abc.ABC):
     - ``batch_size``: how many deliveries one :meth:`send_batch` call may carry.
     - ``concurrency``: how many sends may be in flight at once.
     - ``max_requests_per_minute``: outbound pacing the engine applies (``None``: unpaced).
+
+    ``exclusive`` (a class attribute): when True, only one engine instance in a cluster sends
+    to the destination at a time, the one holding the store's leader lock for its
+    :meth:`rate_key`; its pacing and batching then hold for the whole cluster. Otherwise every
+    instance claims its share of the deliveries and paces itself.
     """
 
     type_name: ClassVar[str]
     Config: ClassVar[type[DestinationConfig]]
+    exclusive: ClassVar[bool] = False
 
     batch_size: int = 1
     concurrency: int = 1

@@ -112,6 +112,9 @@ class GoogleSheetsDestination(Destination):
 
     type_name: ClassVar[str] = "google_sheets"
     Config: ClassVar[type[DestinationConfig]] = GoogleSheetsConfig
+    # One batcher per Google account in a cluster: rows from every instance share its batches,
+    # and the write quota (per project and user) is paced in one place.
+    exclusive: ClassVar[bool] = True
 
     config: GoogleSheetsConfig
 
@@ -175,7 +178,7 @@ class GoogleSheetsDestination(Destination):
             raise
         if found:
             log.info("read-back found %d of %d rows already in %s", len(found),
-                     len(deliveries), self.config.range)
+                     len(deliveries), self.config.range, extra={"message_ids": list(found)})
         return [Sent(remote_id=found[d.message.id], detail=READ_BACK_DETAIL)
                 if d.message.id in found else next(appended) for d in deliveries]
 

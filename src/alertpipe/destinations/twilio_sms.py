@@ -268,7 +268,7 @@ class TwilioSmsDestination(Destination):
                 sid = await self._lookup(target, body, delivery)
                 if sid is not None:
                     log.info("twilio message %s to %s found by lookup; not sent again", sid,
-                             target)
+                             target, extra={"message_id": delivery.message.id})
                     return Sent(remote_id=sid, detail=FOUND_BY_LOOKUP)
             return await self._create(target, body)
         except BaseException as exc:

@@ -125,20 +125,25 @@ class ChannelRuntime:
             step(ctx)
             if ctx.dropped:
                 break
-        message = Message.new(self.name, ctx.body, raw=raw, meta=ctx.meta)
+        message = Message.new(self.name, ctx.body, raw=raw, meta=ctx.meta,
+                              ref=self._ref(ctx.body))
         if ctx.dropped:
             return message, []
         routes = ctx.routes if ctx.routes is not None else list(self.destinations)
         rows = [NewDelivery(r, t) for r in routes for t in self.destinations[r].targets(message)]
         return message, rows
 
+    def _ref(self, body: Mapping[str, Any]) -> str | None:
+        """The business key: the value of the channel's de-duplication key, if any."""
+        if self._dedupe_expr is None:
+            return None
+        value = self._dedupe_expr.evaluate(body)
+        return None if value is None or value == "" else str(value)
+
     def dedupe_key(self, message: Message) -> MessageKey | None:
-        if self.dedupe is None or self._dedupe_expr is None:
+        if self.dedupe is None or message.ref is None:
             return None
-        value = self._dedupe_expr.evaluate(message.body)
-        if value is None or value == "":
-            return None
-        return MessageKey("dedupe", str(value), self.dedupe.window_seconds)
+        return MessageKey("dedupe", message.ref, self.dedupe.window_seconds)
 
     async def accept(self, body: dict[str, Any], raw: bytes,
                      meta: Mapping[str, Any] | None = None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -18,13 +20,27 @@ from alertpipe.auth import Authenticator, ClientRateLimiter, too_many
 from alertpipe.config.model import AppSettings
 from alertpipe.engine.channel import Accepted, ChannelRuntime
 from alertpipe.engine.circuit import CircuitBreaker
+from alertpipe.engine.monitor import Monitor
 from alertpipe.engine.pacing import Pacers
+from alertpipe.engine.retention import Retention
 from alertpipe.engine.worker import DestinationWorker
 from alertpipe.errors import Backpressure, StoreError, UsageError
+from alertpipe.logs import bind as bind_log_fields
 from alertpipe.message import Message, utcnow
+from alertpipe.metrics import EngineMetrics
 from alertpipe.store import MessageKey, Store, StoredMessage, open_store
 
 log = logging.getLogger("alertpipe.engine")
+INSTANCE_ENV = "ALERTPIPE_INSTANCE_ID"
+# On a store shared by instances, another instance may record the outcome a client here waits
+# for (Prefer: wait); nothing tells this one, so its waiters re-read the store this often.
+WAITER_TICK = 0.2
+
+
+def instance_identity(configured: str | None = None) -> str:
+    """This engine's name in a cluster: ``engine.instance_id``, else ``ALERTPIPE_INSTANCE_ID``,
+    else ``<hostname>-<pid>`` (unique among live processes sharing a store)."""
+    return configured or os.environ.get(INSTANCE_ENV) or f"{socket.gethostname()}-{os.getpid()}"
 
 
 class _Backlog:
@@ -44,9 +60,11 @@ class Engine:
     def __init__(self, settings: AppSettings, *, store: Store | None = None,
                  base_dir: Path | None = None, http: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
+        self.instance_id = instance_identity(settings.engine.instance_id)
         self.store: Store = store or open_store(settings.engine.store, base_dir=base_dir)
         self.channels = {name: ChannelRuntime(name, cs, self.store)
                          for name, cs in settings.channels.items()}
+        self.retention = Retention(self.store, settings.channels)
         self.pacers = Pacers()
         self.workers: dict[tuple[str, str], DestinationWorker] = {}
         self._http = http
@@ -57,11 +75,26 @@ class Engine:
         self.auth = Authenticator(settings.engine.api_keys)
         self.started = False
         self._stopped: set[str] = set()  # channels an operator stopped (not persisted)
+        self._ticker: asyncio.Task[None] | None = None  # see WAITER_TICK
+        self.metrics = EngineMetrics(self.channels, [(c, d) for c, ch in self.channels.items()
+                                                     for d in ch.destinations],
+                                     instance=self.instance_id)
+        self.metrics.circuits = lambda: [(c, d, w.breaker.state)
+                                         for (c, d), w in self.workers.items()]
+        alerts = settings.alerts
+        self.monitor: Monitor | None = None  # the notification rules (alerts:), if enabled
+        if alerts is not None and alerts.enabled and alerts.rules:
+            self.monitor = Monitor(alerts, self.store, {c: list(ch.destinations)
+                                                        for c, ch in self.channels.items()},
+                                   instance=self.instance_id)
+            self.metrics.alerts = self.monitor.firing
 
     def check(self) -> None:
         """Check every destination's credentials and settings; raises CredentialsError."""
         for ch in self.channels.values():
             ch.check()
+        if self.monitor is not None:
+            self.monitor.check()
 
     async def start(self) -> None:
         self.check()
@@ -85,19 +118,66 @@ class Engine:
                 w = DestinationWorker(ch.name, dest, self.store, ch.policy, pacer,
                                       lease_seconds=es.lease_seconds,
                                       poll_interval=es.poll_interval_seconds,
-                                      on_recorded=self._on_recorded, breaker=breaker)
+                                      on_recorded=self._on_recorded, breaker=breaker,
+                                      instance=self.instance_id,
+                                      metrics=self.metrics.delivery(ch.name, name))
                 self.workers[(ch.name, name)] = w
                 w.paused = ch.name in self._stopped
                 w.start()
+        await self._subscribe()
+        self.retention.start()
+        if self.monitor is not None:
+            await self.monitor.start(self._http)
+        bind_log_fields(instance=self.instance_id)
         self.started = True
         if not self.auth.enabled:
             log.warning("no API keys configured: ingest and admin endpoints are open")
         log.info("engine started", extra={"channels": sorted(self.channels),
-                                          "store": self.store.name})
+                                          "store": self.store.name,
+                                          "instance": self.instance_id})
+
+    async def _subscribe(self) -> None:
+        """Wake workers on work made due by any instance, where the store can say so
+        (PostgreSQL's LISTEN/NOTIFY); without it, workers find such work on their poll."""
+        subscribe = getattr(self.store, "subscribe", None)
+        if subscribe is None:
+            return
+        self._ticker = asyncio.create_task(self._tick_waiters(), name="engine:waiters")
+        try:
+            await subscribe(self._on_work)
+        except StoreError as exc:
+            log.warning("work notifications unavailable; workers poll",
+                        extra={"error": str(exc),
+                               "poll_seconds": self.settings.engine.poll_interval_seconds})
+
+    async def _tick_waiters(self) -> None:
+        while True:
+            await asyncio.sleep(WAITER_TICK)
+            for events in list(self._waiters.values()):
+                for ev in events:
+                    ev.set()
+
+    def _on_work(self, channel: str, destination: str) -> None:
+        """A store notification: deliveries of (channel, destination) became due."""
+        w = self.workers.get((channel, destination))
+        if w is not None:
+            w.wake.set()
 
     async def stop(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.stop()
+        await self.retention.stop()
         grace = self.settings.engine.shutdown_grace_seconds
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
         await asyncio.gather(*(w.stop(grace) for w in self.workers.values()))
+        for lock in sorted({w.lock_name for w in self.workers.values() if w.lock_name}):
+            try:  # hand exclusive destinations over to another instance at once
+                await self.store.leader_unlock(lock, self.instance_id)
+            except StoreError as exc:
+                log.warning("leader lock not released", extra={"lock": lock, "error": str(exc)})
         for ch in self.channels.values():
             for dest in ch.destinations.values():
                 await dest.close()
@@ -182,6 +262,8 @@ class Engine:
         the client's identity."""
         who = self.auth.check(request, "ingest", channel)
         if isinstance(who, Response):
+            self._count_refusal(channel, "unauthorized" if who.status_code == 401
+                                else "forbidden")
             return who
         limit = getattr(cfg, "rate_limit", None)
         if limit is not None:
@@ -192,8 +274,14 @@ class Engine:
             wait = limiter.take(who)
             if wait > 0:
                 log.info("rate limited", extra={"channel": channel, "client": who})
+                self._count_refusal(channel, "rate_limited")
                 return too_many(wait)
         return who
+
+    def _count_refusal(self, channel: str, reason: str) -> None:
+        counts = self.metrics.intake.get(channel)
+        if counts is not None:
+            counts.count("rejected", reason)
 
     def watch(self, message_id: str, event: asyncio.Event) -> None:
         """Set ``event`` each time a delivery of the message records an outcome, until
@@ -270,4 +358,4 @@ class Engine:
         circuits = {f"{c}/{d}": w.breaker.state for (c, d), w in self.workers.items()}
         ok = self.started and store_ok and all(v == "running" for v in workers.values())
         return ok, {"status": "ready" if ok else "not ready", "store": store_detail,
-                    "workers": workers, "circuits": circuits}
+                    "instance": self.instance_id, "workers": workers, "circuits": circuits}

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alertpipe.destinations.base import Delivery, Destination, Outcome, Sent
 from alertpipe.engine.circuit import CircuitBreaker
@@ -22,6 +22,9 @@ from alertpipe.errors import DeliveryError, PermanentError, RetryableError, Stor
 from alertpipe.message import utcnow
 from alertpipe.store.base import AttemptResult, Store
 
+if TYPE_CHECKING:
+    from alertpipe.metrics import DeliveryMetrics
+
 log = logging.getLogger("alertpipe.worker")
 RECORD_SLICE = 100
 
@@ -30,7 +33,8 @@ class DestinationWorker:
     def __init__(self, channel: str, destination: Destination, store: Store, policy: RetryPolicy,
                  pacer: Pacer, *, lease_seconds: float, poll_interval: float,
                  on_recorded: Callable[[Sequence[str]], None],
-                 breaker: CircuitBreaker | None = None) -> None:
+                 breaker: CircuitBreaker | None = None, instance: str = "",
+                 metrics: DeliveryMetrics | None = None) -> None:
         self.channel = channel
         self.dest = destination
         self.store = store
@@ -40,7 +44,13 @@ class DestinationWorker:
         self.poll = poll_interval
         self.on_recorded = on_recorded
         self.breaker = breaker or CircuitBreaker(f"{channel}/{destination.name}")
-        self.owner = f"{os.getpid()}-{channel}-{destination.name}-{os.urandom(4).hex()}"
+        self.metrics = metrics
+        self.instance = instance or str(os.getpid())
+        self.owner = f"{self.instance}-{channel}-{destination.name}-{os.urandom(4).hex()}"
+        # An exclusive destination is sent to by one instance of a cluster: the holder of the
+        # store's leader lock for its rate key (see Destination.exclusive).
+        self.lock_name = f"sender:{destination.rate_key()}" if destination.exclusive else None
+        self.leading: bool | None = None  # None: not asked yet (or not exclusive)
         self.wake = asyncio.Event()
         self._stopping = False
         self.paused = False  # set by Engine.stop_channel: claim nothing until cleared and woken
@@ -89,6 +99,9 @@ class DestinationWorker:
                 await self._idle()
 
     async def _idle(self) -> None:
+        if self.leading is False:  # another instance sends: ask for the lock again next poll
+            await self._rest(self.poll)
+            return
         if self.breaker.state == "open":
             try:  # rest until the circuit may probe (or until told to stop)
                 await asyncio.wait_for(self.wake.wait(), timeout=max(0.01,
@@ -110,8 +123,42 @@ class DestinationWorker:
             pass
         self.wake.clear()
 
+    async def _rest(self, seconds: float) -> None:
+        """Wait ``seconds`` (work notifications do not cut it short), or until told to stop."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while not self._stopping and (left := end - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=left)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    async def _lead(self) -> bool:
+        """Whether this instance holds (or just took) the lock of an exclusive destination;
+        logs each change ("leading", "standing by", "leadership lost")."""
+        assert self.lock_name is not None
+        error = None
+        try:
+            leading = await self.store.leader_lock(self.lock_name, self.instance)
+        except StoreError as exc:
+            leading, error = False, str(exc)
+        if leading != self.leading:
+            extra = {"channel": self.channel, "destination": self.dest.name,
+                     "lock": self.lock_name, "instance": self.instance}
+            if leading:
+                log.info("leading", extra=extra)
+            elif self.leading:
+                log.warning("leadership lost", extra={**extra, "error": error})
+            else:
+                log.info("standing by", extra={**extra, "error": error})
+            self.leading = leading
+        return leading
+
     async def step(self) -> bool:
         """Claim and send one round. Returns False when nothing was due."""
+        if self.lock_name is not None and not await self._lead():
+            return False
         if not self.breaker.allow():
             return False
         probing = self.breaker.state == "half_open"
@@ -151,7 +198,8 @@ class DestinationWorker:
             outcomes = [exc] * len(group)
         except Exception as exc:  # a bug in a destination: recorded, dead-lettered, never retried
             log.exception("destination raised an unexpected error",
-                          extra={"channel": self.channel, "destination": self.dest.name})
+                          extra={"channel": self.channel, "destination": self.dest.name,
+                                 **_ids(group)})
             outcomes = [exc] * len(group)
         return list(outcomes)
 
@@ -164,7 +212,7 @@ class DestinationWorker:
             return outcomes
         log.warning("batch refused; splitting it to isolate the message at fault",
                     extra={"channel": self.channel, "destination": self.dest.name,
-                           "batch": len(group), "error": str(outcomes[0])})
+                           "batch": len(group), "error": str(outcomes[0]), **_ids(group)})
         mid = len(group) // 2
         halves = [group[:mid], group[mid:]]
         results = []
@@ -188,8 +236,9 @@ class DestinationWorker:
             self.breaker.record_success()
         elif all(isinstance(o, RetryableError) and not o.throttled for o in outcomes):
             self.breaker.record_failure()
-        results = [self._result(d, o, started, finished) for d, o in zip(group, outcomes,
-                                                                         strict=True)]
+        batch = f" (one request for {len(group)})" if len(group) > 1 else ""
+        results = [self._result(d, o, started, finished, batch)
+                   for d, o in zip(group, outcomes, strict=True)]
         delivered = [d.message.id for d, o in zip(group, outcomes, strict=True)
                      if isinstance(o, Sent)]
         if delivered:  # one line per send, not per message: a batch carries up to 500 ids
@@ -202,21 +251,28 @@ class DestinationWorker:
         # In slices, so that intake commits are not held behind one large transaction.
         for start in range(0, len(results), RECORD_SLICE):
             await self.store.record(results[start:start + RECORD_SLICE])
+        if self.metrics is not None:
+            self.metrics.record(group, results)
         self._inflight.difference_update(d.id for d in group)
         self.on_recorded([d.message.id for d in group])
 
     def _result(self, d: Delivery, outcome: Outcome | BaseException, started: datetime,
-                finished: datetime) -> AttemptResult:
+                finished: datetime, batch: str = "") -> AttemptResult:
         if isinstance(outcome, Sent):  # the send's own "delivered" line names the message
+            answer = "sent" + (f", {outcome.remote_id}" if outcome.remote_id else "") + (
+                f" ({outcome.detail})" if outcome.detail else "")
             return AttemptResult(delivery_id=d.id, lease_owner=self.owner, outcome="delivered",
                                  started_at=started, finished_at=finished,
-                                 remote_id=outcome.remote_id)
+                                 remote_id=outcome.remote_id,
+                                 summary=_summary(self.dest.describe(d) + batch, answer))
         extra = {"message_id": d.message.id, "channel": self.channel,
                  "destination": self.dest.name, "attempt": d.attempts + 1}
         decision = self.policy.decide(outcome, d.attempts + 1, d.message.received_at, finished)
         code = getattr(outcome, "code", None)
         common = dict(delivery_id=d.id, lease_owner=self.owner, started_at=started,
                       finished_at=finished, error=f"{type(outcome).__name__}: {outcome}",
+                      summary=_summary(self.dest.describe(d) + batch,
+                                       f"{type(outcome).__name__}: {outcome}"),
                       error_code=None if code is None else str(code),
                       ambiguous=bool(getattr(outcome, "ambiguous", False)))
         if isinstance(decision, DeadLetter):
@@ -227,6 +283,18 @@ class DestinationWorker:
                                            "error": str(outcome)})
         return AttemptResult(outcome="retry", next_attempt_at=decision.at,
                              **common)  # type: ignore[arg-type]
+
+
+def _ids(group: Sequence[Delivery]) -> dict[str, Any]:
+    """The log fields naming a group's messages: ``message_id``, or ``message_ids``."""
+    ids = list(dict.fromkeys(d.message.id for d in group))
+    return {"message_id": ids[0]} if len(ids) == 1 else {"message_ids": ids}
+
+
+def _summary(request: str, answer: str) -> str:
+    """An attempt's summary for the message log: what was asked, and what came back."""
+    text = f"{request} -> {answer}"
+    return text if len(text) <= 500 else text[:499] + "…"
 
 
 def _whole_batch_permanent(outcomes: Sequence[Outcome | BaseException]) -> bool:

@@ -23,12 +23,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from alertpipe.errors import StoreUnavailable, ValidationFailed
+from alertpipe.errors import Backpressure, StoreUnavailable, ValidationFailed
 from alertpipe.steps.expr import ExprError
 from alertpipe.store.base import MessageKey, StoredMessage
 
 if TYPE_CHECKING:
     from alertpipe.engine.core import Engine
+    from alertpipe.metrics import IntakeCounts
 
 log = logging.getLogger("alertpipe.source")
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
@@ -148,21 +149,28 @@ async def accept_and_answer(
     try:
         accepted = await engine.accept(channel, body, raw, meta, waiter=event, keys=keys)
     except ValidationFailed as exc:
+        _count(engine, channel, "rejected", "validation_failed")
         return reject(422, "validation_failed", "the message has invalid fields",
                       errors=[e.as_dict() for e in exc.errors])
     except ExprError as exc:  # an expression met data it cannot handle (e.g. "abc" > 300)
+        _count(engine, channel, "rejected", "validation_failed")
         return reject(422, "validation_failed", "the message cannot be routed",
                       errors=[{"field": "(expression)", "message": exc.reason,
                                "type": "expression"}])
     except StoreUnavailable as exc:
         log.error("store cannot accept", extra={"channel": channel, "error": str(exc)})
+        _count(engine, channel, "unavailable",
+               "backpressure" if isinstance(exc, Backpressure) else "store")
         return reject(503, "unavailable", str(exc), retry_after=exc.retry_after)
     except Exception:
         log.exception("a step failed", extra={"channel": channel})
+        _count(engine, channel, "error", "internal_error")
         return reject(500, "internal_error", "a step of this channel failed; nothing was stored")
     mid = accepted.message_id
     if accepted.conflict is not None:
-        return _duplicate_answer(channel, accepted.conflict, accepted.fingerprint, mid)
+        return _duplicate_answer(channel, accepted.conflict, accepted.fingerprint, mid,
+                                 engine.metrics.intake[channel])
+    engine.metrics.intake[channel].accepted += 1  # the one metric on the hot path: an int
     log.debug("accepted", extra={"message_id": mid, "channel": channel,
                                  "routes": list(accepted.routes)})
     if event is not None and wait:
@@ -179,17 +187,26 @@ def accepted_response(mid: str) -> Response:
                     media_type="application/json")
 
 
+def _count(engine: Engine, channel: str, outcome: str, reason: str) -> None:
+    counts = engine.metrics.intake.get(channel)
+    if counts is not None:
+        counts.count(outcome, reason)
+
+
 def _duplicate_answer(channel: str, key: MessageKey, stored_fp: str | None,
-                      mid: str) -> Response:
+                      mid: str, counts: IntakeCounts) -> Response:
     if key.kind == "idempotency":
         if stored_fp != key.fingerprint:
+            counts.count("rejected", "idempotency_conflict")
             return reject(409, "idempotency_conflict",
                           "this Idempotency-Key was already used with a different request body; "
                           "use a new key for a new request", message_id=mid)
         log.info("idempotent replay", extra={"message_id": mid, "channel": channel})
+        counts.count("duplicate", "idempotency")
         return JSONResponse({"status": "accepted", "message_id": mid}, status_code=202,
                             headers={"Idempotent-Replayed": "true"})
     log.info("duplicate", extra={"message_id": mid, "channel": channel, "key_kind": key.kind})
+    counts.count("duplicate", key.kind)
     return JSONResponse({"status": "duplicate", "message_id": mid}, status_code=200)
 
 

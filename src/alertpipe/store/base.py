@@ -83,6 +83,7 @@ class AttemptResult:
     error_code: str | None = None
     ambiguous: bool = False
     next_attempt_at: datetime | None = None
+    summary: str | None = None  # what was asked and answered, e.g. "POST … -> 201 SM…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,11 @@ class AttemptRecord:
     error: str | None
     error_code: str | None
     ambiguous: bool
+    summary: str | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds() * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +172,46 @@ class RatePoint:
     received: int  # messages received in that minute
     delivered: int  # attempts that ended "delivered" in that minute
     failed: int  # attempts that ended "retry" or "dead" in that minute
+
+
+MESSAGE_STATES = ("pending", "delivered", "dead", "partial", "discarded", "filtered")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageQuery:
+    """What :meth:`Store.search_messages` looks for; every given field must match.
+
+    ``ref`` is the message's business key (the channel's de-duplication key, e.g. the order id),
+    matched exactly. ``state`` is one of :data:`MESSAGE_STATES`, derived from the deliveries:
+    ``filtered`` (none), ``dead`` (one is dead), ``pending`` (one is pending or in flight),
+    ``delivered`` (all are), ``discarded`` (all were discarded), else ``partial``.
+    ``destination``: the message has a delivery to it. ``text``: every word appears in the body
+    (word prefixes match; the index may lag intake by about a second). ``since`` is inclusive,
+    ``until`` exclusive. ``cursor`` continues from a :class:`MessagePage`."""
+
+    channel: str | None = None
+    ref: str | None = None
+    state: str | None = None
+    destination: str | None = None
+    text: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    """Matches, newest first; ``next_cursor`` continues after this page (None: no more)."""
+
+    messages: list[StoredMessage]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    deleted: int  # messages removed with their deliveries, attempts and keys
+    stripped: int  # messages whose body and raw bytes were dropped (metadata kept)
 
 
 @runtime_checkable
@@ -258,6 +304,33 @@ class Store(Protocol):
                          before_id: int | None = None) -> list[AuditEntry]:
         """Audit entries, newest first; ``before_id`` pages back."""
 
+    async def search_messages(self, query: MessageQuery) -> MessagePage:
+        """Messages matching ``query``, newest first (in the order they were stored), at most
+        ``query.limit``. Raises ``UsageError`` for an unknown state or a cursor that is not one
+        of this store's."""
+
+    async def prune(self, channel: str, before: datetime,
+                    content_before: datetime | None = None, limit: int = 10_000) -> PruneResult:
+        """Retention: delete messages of ``channel`` received before ``before`` whose deliveries
+        are all final (delivered, dead or discarded; a message with work left is never
+        deleted), and drop the body and raw bytes of those received before ``content_before``
+        (their metadata, deliveries and attempts stay, and text search stops finding them).
+        At most ``limit`` of each per call."""
+
     async def rates(self, channel: str, since: datetime) -> list[RatePoint]:
         """Per-minute traffic of ``channel`` from ``since`` on, oldest first; minutes with no
         traffic are left out."""
+
+    async def leader_lock(self, name: str, owner: str) -> bool:
+        """Take, or confirm that ``owner`` still holds, the cluster-wide lock ``name``; True
+        while it does. Never waits for a holder: False at once when another owner has it.
+
+        One holder per name among every engine on the store, so that work which must not be
+        shared (one Sheets batcher per Google account) runs on one instance. PostgreSQL holds
+        it as a session advisory lock on a connection of its own: it ends with that session,
+        so a killed instance's locks pass to the next instance that asks. Memory and SQLite
+        (one instance per store) grant it to the first owner that asks in this process. A
+        holder asks again before each round of work: a False means it lost the lock."""
+
+    async def leader_unlock(self, name: str, owner: str) -> None:
+        """Give up ``name`` if ``owner`` holds it (``close()`` gives up every lock too)."""

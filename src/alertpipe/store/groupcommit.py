@@ -50,6 +50,7 @@ class _Op:
 
 
 _Result = tuple[Any, BaseException | None]
+TIMER_SLACK = 0.001  # seconds
 _SETTLED: list[_Result] = []  # _attempt's answer when it has already settled the group
 
 
@@ -174,7 +175,9 @@ class GroupCommitter(Generic[C]):
         n = len(self._pending)
         if n < self._max_group:
             now = self._loop.time()
-            if now < self._not_before:  # the last commit started moments ago: gather until then
+            # The last commit started moments ago: gather until then. (A timer may fire up to a
+            # clock tick early, e.g. uvloop's 1 ms; within that, go now rather than spin.)
+            if now < self._not_before - TIMER_SLACK:
                 self._loop.call_at(self._not_before, self._hop)
                 return
             if self._seen < n and now < self._gather_until:

@@ -19,10 +19,21 @@ from alertpipe.store.base import (
     DeliveryRecord,
     EnqueueResult,
     MessageKey,
+    MessagePage,
+    MessageQuery,
     NewDelivery,
+    PruneResult,
     QueueStats,
     RatePoint,
     StoredMessage,
+)
+from alertpipe.store.search import (
+    check_state,
+    decode_cursor,
+    encode_cursor,
+    matches,
+    message_state,
+    words,
 )
 
 
@@ -44,9 +55,13 @@ class MemoryStore:
         self._messages: dict[str, tuple[Message, str]] = {}
         self._rows: dict[int, _Row] = {}
         self._ids = itertools.count(1)
+        self._positions = itertools.count(1)
+        self._seq: dict[str, int] = {}
+        self._stripped: set[str] = set()
         self._keys: dict[tuple[str, str, str], tuple[str, str | None, datetime]] = {}
         self.fail_writes = False
         self._audit: list[AuditEntry] = []
+        self._leaders: dict[str, str] = {}  # lock name -> owner (leader_lock)
 
     async def open(self) -> None:
         return None
@@ -73,6 +88,7 @@ class MemoryStore:
             self._keys[(message.channel, k.kind, k.key)] = (
                 message.id, k.fingerprint, now + timedelta(seconds=k.ttl_seconds))
         self._messages[message.id] = (message, "accepted" if deliveries else "filtered")
+        self._seq[message.id] = next(self._positions)
         for d in deliveries:
             i = next(self._ids)
             self._rows[i] = _Row(DeliveryRecord(
@@ -119,7 +135,7 @@ class MemoryStore:
             row.history.append(AttemptRecord(
                 number=number, started_at=res.started_at, finished_at=res.finished_at,
                 outcome=res.outcome, remote_id=res.remote_id, error=res.error,
-                error_code=res.error_code, ambiguous=res.ambiguous))
+                error_code=res.error_code, ambiguous=res.ambiguous, summary=res.summary))
             status = {"delivered": "delivered", "retry": "pending", "dead": "dead"}[res.outcome]
             row.rec = replace(
                 row.rec, status=status, attempts=number, updated_at=res.finished_at,
@@ -183,6 +199,68 @@ class MemoryStore:
             assert stored is not None
             out.append(stored)
         return out
+
+    async def search_messages(self, query: MessageQuery) -> MessagePage:
+        check_state(query.state)
+        after = decode_cursor(query.cursor)
+        wanted = words(query.text) if query.text else []
+        found: list[StoredMessage] = []
+        limit = max(1, query.limit)
+        for mid in reversed(self._messages):
+            pos = self._seq[mid]
+            if after is not None and pos >= after:
+                continue
+            m, _ = self._messages[mid]
+            if ((query.channel is not None and m.channel != query.channel)
+                    or (query.ref is not None and m.ref != query.ref)
+                    or (query.since is not None and m.received_at < query.since)
+                    or (query.until is not None and m.received_at >= query.until)
+                    or (wanted and not matches(m.body, wanted))):
+                continue
+            stored = await self.get_message(mid)
+            assert stored is not None
+            if query.state is not None and message_state(
+                    d.status for d in stored.deliveries) != query.state:
+                continue
+            if query.destination is not None and all(
+                    d.destination != query.destination for d in stored.deliveries):
+                continue
+            if len(found) == limit:
+                return MessagePage(found, encode_cursor(self._seq[found[-1].message.id]))
+            found.append(stored)
+        return MessagePage(found, None)
+
+    async def prune(self, channel: str, before: datetime,
+                    content_before: datetime | None = None, limit: int = 10_000) -> PruneResult:
+        self._check_writable()
+        deleted = 0
+        for mid, (m, _) in list(self._messages.items()):
+            if deleted >= limit:
+                break
+            if m.channel != channel or m.received_at >= before:
+                continue
+            rows = [i for i, r in self._rows.items() if r.rec.message_id == mid]
+            if any(self._rows[i].rec.status in ("pending", "in_flight") for i in rows):
+                continue
+            for i in rows:
+                del self._rows[i]
+            for k in [k for k, v in self._keys.items() if v[0] == mid]:
+                del self._keys[k]
+            del self._messages[mid]
+            del self._seq[mid]
+            self._stripped.discard(mid)
+            deleted += 1
+        stripped = 0
+        if content_before is not None:
+            for mid, (m, status) in list(self._messages.items()):
+                if stripped >= limit:
+                    break
+                if (m.channel == channel and m.received_at < content_before
+                        and mid not in self._stripped):
+                    self._messages[mid] = (replace(m, body={}, raw=b""), status)
+                    self._stripped.add(mid)
+                    stripped += 1
+        return PruneResult(deleted=deleted, stripped=stripped)
 
     async def list_dead(self, channel: str | None = None, limit: int = 100) -> list[DeliveryRecord]:
         rows = [self._with_history(r) for r in self._rows.values()
@@ -288,3 +366,11 @@ class MemoryStore:
                     bump(a.finished_at, 1 if a.outcome == "delivered" else 2)
         return [RatePoint(minute=m, received=c[0], delivered=c[1], failed=c[2])
                 for m, c in sorted(counts.items())]
+
+    # -- cluster locks (one process: the first owner to ask holds it until it gives it up) --
+    async def leader_lock(self, name: str, owner: str) -> bool:
+        return self._leaders.setdefault(name, owner) == owner
+
+    async def leader_unlock(self, name: str, owner: str) -> None:
+        if self._leaders.get(name) == owner:
+            del self._leaders[name]

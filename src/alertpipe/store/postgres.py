@@ -12,6 +12,19 @@ a delivery. A transaction that makes work due (an enqueue with deliveries, a req
 a release) sends ``NOTIFY alertpipe_work`` with the payload ``["<channel>", "<destination>"]``;
 :meth:`PostgresStore.subscribe` listens for it so idle workers wake at once.
 
+The message log (search and retention; migration 2). Each message carries ``seq``, its storage
+order (an identity column: searches go newest first by it, and the page cursor is a ``seq``),
+its ``ref`` (the business key, indexed), and ``search_words``: a ``tsvector`` whose lexemes are
+exactly the case-folded words of :func:`alertpipe.store.search.search_text` of the body, made in
+Python at enqueue (no trigger, no text-search parser or dictionary) and indexed with GIN, which
+needs no extension. A search word ``w`` becomes the prefix query ``'w':*``, so the index finds
+"every word starts a word of the body", the contract's meaning, exactly. Which plan a search
+takes is measured rather than left to the planner (it misjudges prefixes and time windows): see
+:func:`alertpipe.store.postgres_sql.search`. Retention deletes finished messages with their
+deliveries, attempts and keys, and strips content behind a per-channel mark, so that it never
+re-reads what it stripped before (:func:`alertpipe.store.postgres_sql.strip`). Messages stored
+before migration 2 get their search words from a background task after the upgrade.
+
 The DSN's password never appears in an error or a log line: the DSN is shown as
 ``postgresql://user@host:port/dbname`` and every server message goes through :func:`redactor`.
 """
@@ -19,6 +32,7 @@ The DSN's password never appears in an error or a log line: the DSN is shown as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -43,13 +57,18 @@ from alertpipe.store.base import (
     DeliveryRecord,
     EnqueueResult,
     MessageKey,
+    MessagePage,
+    MessageQuery,
     NewDelivery,
+    PruneResult,
     QueueStats,
     RatePoint,
     StoredMessage,
 )
 from alertpipe.store.postgres_intake import IntakeWriter, Tx
+from alertpipe.store.postgres_leader import KEEPALIVES, LeaderLocks
 from alertpipe.store.postgres_listen import Listener
+from alertpipe.store.search import check_state, decode_cursor, encode_cursor, words
 
 log = logging.getLogger("alertpipe.store")
 
@@ -135,6 +154,8 @@ class PostgresStore:
                                     redact=self._redact, timeout=timeout, max_group=max_group,
                                     max_queue=max_queue)
         self._listeners: list[Listener] = []
+        self._filler: asyncio.Task[None] | None = None  # fills in older messages' search words
+        self._leaders = LeaderLocks(self._leader_connect, self._unavailable)
 
     # -- lifecycle ----------------------------------------------------------------------
     def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
@@ -155,6 +176,7 @@ class PostgresStore:
         conn = await self._connect(self._conninfo)
         try:
             applied = await q.migrate(conn)
+            unindexed = await q.has_unindexed(conn)
         except psycopg.Error as exc:
             raise self._unavailable("schema migration failed", exc) from exc
         finally:
@@ -172,13 +194,22 @@ class PostgresStore:
             raise self._unavailable("cannot fill the connection pool", exc) from exc
         self._pool = pool
         self._intake.start(pool)
+        if unindexed:
+            self._filler = asyncio.create_task(self._fill_search_words(),
+                                               name="alertpipe-postgres-search-words")
 
     async def close(self) -> None:
         """Let the intake writer finish every enqueue already submitted (refusing new ones),
         stop the listeners, close the pool."""
+        if self._filler is not None:
+            self._filler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._filler
+            self._filler = None
         await self._intake.stop()
         await asyncio.gather(*(listener.stop() for listener in self._listeners))
         self._listeners.clear()
+        await self._leaders.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -220,7 +251,8 @@ class PostgresStore:
         channel = message.channel
         row = {"id": message.id, "channel": channel, "received_at": _aware(message.received_at),
                "body": jsoncodec.dumps(message.body), "raw": message.raw,
-               "meta": jsoncodec.dumps(dict(message.meta)),
+               "meta": jsoncodec.dumps(dict(message.meta)), "ref": message.ref,
+               "words": q.search_words(message.body),
                "status": "accepted" if deliveries else "filtered",
                "destinations": [d.destination for d in deliveries],
                "targets": [d.target for d in deliveries]}
@@ -263,7 +295,7 @@ class PostgresStore:
                                                "limit": limit, "owner": owner,
                                                "lease": float(lease_seconds)})
             rows = await cur.fetchall()
-        return [Delivery(id=r[0], message=q.message_from_row(r[4:10]), destination=destination,
+        return [Delivery(id=r[0], message=q.message_from_row(r[4:11]), destination=destination,
                          target=r[1], attempts=r[2], ambiguous=r[3]) for r in rows]
 
     async def record(self, results: Sequence[AttemptResult]) -> int:
@@ -274,7 +306,7 @@ class PostgresStore:
                    "next_attempt_at": _aware(r.next_attempt_at) if r.next_attempt_at else None,
                    "remote_id": r.remote_id, "error": r.error, "error_code": r.error_code,
                    "ambiguous": r.ambiguous, "delivery_id": r.delivery_id,
-                   "owner": r.lease_owner}
+                   "owner": r.lease_owner, "summary": r.summary}
                   for r in sorted(results, key=lambda r: r.delivery_id)]  # one lock order
         if not params:
             return 0
@@ -382,6 +414,51 @@ class PostgresStore:
         async with self._conn() as conn:
             return await q.list_audit(conn, limit, before_id)
 
+    # -- the message log ------------------------------------------------------------------
+    async def search_messages(self, query: MessageQuery) -> MessagePage:
+        """See :func:`postgres_sql.search`: a GIN index on the words of each message answers
+        the text, ``seq`` (storage order) orders and pages."""
+        check_state(query.state)
+        after = decode_cursor(query.cursor)
+        text = words(query.text) if query.text else []
+        for bound in (query.since, query.until):
+            if bound is not None:
+                _aware(bound)
+        async with self._conn() as conn:
+            found, more = await q.search(
+                conn, channel=query.channel, ref=query.ref, state=query.state,
+                destination=query.destination, text=text, since=query.since, until=query.until,
+                after=after, limit=max(1, query.limit))
+        return MessagePage(found, encode_cursor(more) if more is not None else None)
+
+    async def prune(self, channel: str, before: datetime,
+                    content_before: datetime | None = None, limit: int = 10_000) -> PruneResult:
+        _aware(before)
+        if content_before is not None:
+            _aware(content_before)
+        async with self._conn(transaction=True) as conn:
+            deleted, stripped = await q.prune(conn, channel, before, content_before, limit)
+        return PruneResult(deleted=deleted, stripped=stripped)
+
+    async def _fill_search_words(self) -> None:
+        """Give messages stored before the message log existed their search words, a batch per
+        transaction, in the background (until then text search does not find them)."""
+        total = 0
+        try:
+            while True:
+                async with self._conn() as conn:
+                    n = await q.fill_search_words(conn)
+                total += n
+                if n < q.INDEX_BATCH:
+                    break
+        except StoreUnavailable as exc:
+            log.warning("search words of older messages not filled in (%d done; the rest at "
+                        "the next start): %s", total, exc)
+            return
+        if total:
+            log.info("PostgreSQL store at %s: search words filled in for %d older message(s)",
+                     self.where, total)
+
     async def rates(self, channel: str, since: datetime) -> list[RatePoint]:
         async with self._conn() as conn:
             return await q.rates(conn, channel, _aware(since))
@@ -413,6 +490,20 @@ class PostgresStore:
             await conn.close()
             raise self._unavailable("cannot LISTEN", exc) from exc
         return conn
+
+    # -- leader locks (see postgres_leader) ---------------------------------------------
+    async def leader_lock(self, name: str, owner: str) -> bool:
+        """A session advisory lock on a connection of its own; see :class:`LeaderLocks`."""
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open")
+        return await self._leaders.take(name, owner)
+
+    async def leader_unlock(self, name: str, owner: str) -> None:
+        await self._leaders.give_up(name, owner)
+
+    async def _leader_connect(self) -> Conn:
+        return await self._connect(make_conninfo(
+            self._conninfo, fallback_application_name="alertpipe-leader", **KEEPALIVES))
 
 
 __all__ = ["NOTIFY_CHANNEL", "PostgresStore", "describe", "redactor"]

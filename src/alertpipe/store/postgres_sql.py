@@ -9,7 +9,7 @@ of :mod:`alertpipe.jsoncodec`, kept verbatim so ``Decimal`` amounts round-trip e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,8 @@ from alertpipe.store.base import (
     RatePoint,
     StoredMessage,
 )
+from alertpipe.store.search import _WORD as WORD  # one definition of a word, search's
+from alertpipe.store.search import search_text
 
 Conn = AsyncConnection[Any]
 
@@ -99,6 +101,38 @@ MIGRATIONS: list[str] = [
         detail text
     );
     """,
+    # 2: the message log. ``seq`` is the storage order searches page by (existing messages
+    # numbered by arrival); ``search_words`` the message's words (see search_words()), matched
+    # by prefix through a GIN index; NULL only on messages stored before this migration, until
+    # PostgresStore fills them in (fill_search_words). ``content_dropped``: retention took the
+    # body and raw bytes.
+    """
+    ALTER TABLE messages ADD COLUMN ref text;
+    ALTER TABLE messages ADD COLUMN search_words tsvector;
+    ALTER TABLE messages ADD COLUMN content_dropped boolean NOT NULL DEFAULT false;
+    ALTER TABLE messages ADD COLUMN seq bigint;
+    UPDATE messages m SET seq = o.n
+    FROM (SELECT id, row_number() OVER (ORDER BY received_at, id) AS n FROM messages) o
+    WHERE m.id = o.id;
+    ALTER TABLE messages ALTER COLUMN seq SET NOT NULL;
+    ALTER TABLE messages ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY;
+    SELECT setval(pg_get_serial_sequence('messages', 'seq'),
+                  (SELECT count(*) + 1 FROM messages), false);
+    CREATE UNIQUE INDEX messages_seq ON messages (seq);
+    DROP INDEX messages_received;
+    CREATE INDEX messages_received ON messages (received_at) INCLUDE (seq);
+    CREATE INDEX messages_ref ON messages (ref) WHERE ref IS NOT NULL;
+    CREATE INDEX messages_search ON messages USING gin (search_words);
+    CREATE INDEX messages_unindexed ON messages (seq) WHERE search_words IS NULL;
+    CREATE INDEX deliveries_settled_badly ON deliveries (message_id)
+        WHERE status IN ('dead', 'discarded');
+    ALTER TABLE attempts ADD COLUMN summary text;
+    CREATE TABLE content_marks (
+        channel text PRIMARY KEY,
+        below timestamptz NOT NULL,
+        upto_seq bigint NOT NULL
+    );
+    """,
 ]
 
 
@@ -130,8 +164,9 @@ async def migrate(conn: Conn) -> int:
 # -- intake (run inside the group-commit transaction) -----------------------------------------
 INSERT_MESSAGE = """
 WITH m AS (
-    INSERT INTO messages (id, channel, received_at, body, raw, meta, status)
-    VALUES (%(id)s, %(channel)s, %(received_at)s, %(body)s, %(raw)s, %(meta)s, %(status)s)
+    INSERT INTO messages (id, channel, received_at, body, raw, meta, status, ref, search_words)
+    VALUES (%(id)s, %(channel)s, %(received_at)s, %(body)s, %(raw)s, %(meta)s, %(status)s,
+            %(ref)s, array_to_tsvector(%(words)s::text[]))
     RETURNING id, channel)
 INSERT INTO deliveries (message_id, channel, destination, target, created_at, next_attempt_at,
                         updated_at)
@@ -187,7 +222,7 @@ claimed AS (
     FROM due WHERE d.id = due.id
     RETURNING d.id, d.message_id, d.target, d.attempts, d.last_ambiguous, d.next_attempt_at)
 SELECT c.id, c.target, c.attempts, c.last_ambiguous,
-       m.id, m.channel, m.received_at, m.body, m.raw, m.meta
+       m.id, m.channel, m.received_at, m.body, m.raw, m.meta, m.ref
 FROM claimed c JOIN messages m ON m.id = c.message_id
 ORDER BY c.next_attempt_at, c.id
 """
@@ -205,10 +240,10 @@ WITH u AS (
     WHERE id = %(delivery_id)s AND status = 'in_flight' AND lease_owner = %(owner)s
     RETURNING id, attempts)
 INSERT INTO attempts (delivery_id, number, started_at, finished_at, outcome, remote_id, error,
-                      error_code, ambiguous)
+                      error_code, ambiguous, summary)
 SELECT id, attempts, %(started_at)s::timestamptz, %(finished_at)s::timestamptz,
        %(outcome)s::text, %(remote_id)s::text, %(error)s::text, %(error_code)s::text,
-       %(ambiguous)s::boolean
+       %(ambiguous)s::boolean, %(summary)s::text
 FROM u
 """
 RELEASE = ("UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL, "
@@ -253,16 +288,16 @@ PING = ("INSERT INTO heartbeat (id, at) VALUES (1, now()) "
 APPEND_AUDIT = ("INSERT INTO audit (actor, role, action, target, detail) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING id")
 
-_MESSAGE_COLS = "id, channel, received_at, body, raw, meta"
+_MESSAGE_COLS = "id, channel, received_at, body, raw, meta, ref"
 _DELIVERY_COLS = ("id, message_id, channel, destination, target, status, attempts, created_at, "
                   "next_attempt_at, updated_at, remote_id, last_error, last_error_code")
 
 
 def message_from_row(row: Sequence[Any]) -> Message:
-    """A :class:`Message` from ``id, channel, received_at, body, raw, meta``."""
-    mid, channel, received, body, raw, meta = row[:6]
+    """A :class:`Message` from ``id, channel, received_at, body, raw, meta, ref``."""
+    mid, channel, received, body, raw, meta, ref = row[:7]
     return Message(id=mid, channel=channel, received_at=received, body=jsoncodec.loads(body),
-                   raw=bytes(raw or b""), meta=jsoncodec.loads(meta))
+                   raw=bytes(raw or b""), meta=jsoncodec.loads(meta), ref=ref)
 
 
 async def load_stored(conn: Conn, ids: Sequence[str]) -> list[StoredMessage]:
@@ -273,14 +308,21 @@ async def load_stored(conn: Conn, ids: Sequence[str]) -> list[StoredMessage]:
     cur = await conn.execute(f"SELECT {_MESSAGE_COLS}, status FROM messages WHERE id = ANY(%s)",
                              (list(ids),))
     messages = {r[0]: r for r in await cur.fetchall()}
+    return await _stored(conn, [messages[i] for i in ids if i in messages])
+
+
+async def _stored(conn: Conn, rows: Sequence[Sequence[Any]]) -> list[StoredMessage]:
+    """Stored messages from rows of ``_MESSAGE_COLS, status``, in that order, with their
+    deliveries and attempts (two queries)."""
+    if not rows:
+        return []
     cur = await conn.execute(f"SELECT {_DELIVERY_COLS} FROM deliveries "
-                             "WHERE message_id = ANY(%s) ORDER BY id", (list(messages),))
+                             "WHERE message_id = ANY(%s) ORDER BY id", ([r[0] for r in rows],))
     by_message: dict[str, list[DeliveryRecord]] = {}
     for d in await _deliveries(conn, await cur.fetchall()):
         by_message.setdefault(d.message_id, []).append(d)
-    return [StoredMessage(message=message_from_row(messages[i]), status=messages[i][6],
-                          deliveries=by_message.get(i, []))
-            for i in ids if i in messages]
+    return [StoredMessage(message=message_from_row(r), status=r[7],
+                          deliveries=by_message.get(r[0], [])) for r in rows]
 
 
 async def _deliveries(conn: Conn, rows: Sequence[Sequence[Any]]) -> list[DeliveryRecord]:
@@ -289,13 +331,13 @@ async def _deliveries(conn: Conn, rows: Sequence[Sequence[Any]]) -> list[Deliver
         return []
     cur = await conn.execute(
         "SELECT delivery_id, number, started_at, finished_at, outcome, remote_id, error, "
-        "error_code, ambiguous FROM attempts WHERE delivery_id = ANY(%s) "
+        "error_code, ambiguous, summary FROM attempts WHERE delivery_id = ANY(%s) "
         "ORDER BY delivery_id, number", ([r[0] for r in rows],))
     history: dict[int, list[AttemptRecord]] = {}
     for a in await cur.fetchall():
         history.setdefault(a[0], []).append(AttemptRecord(
             number=a[1], started_at=a[2], finished_at=a[3], outcome=a[4], remote_id=a[5],
-            error=a[6], error_code=a[7], ambiguous=a[8]))
+            error=a[6], error_code=a[7], ambiguous=a[8], summary=a[9]))
     return [DeliveryRecord(id=r[0], message_id=r[1], channel=r[2], destination=r[3],
                            target=r[4], status=r[5], attempts=r[6], created_at=r[7],
                            next_attempt_at=r[8], updated_at=r[9], remote_id=r[10],
@@ -385,3 +427,315 @@ async def rates(conn: Conn, channel: str, since: datetime) -> list[RatePoint]:
     cur = await conn.execute(RATES, {"channel": channel, "since": since})
     return [RatePoint(minute=r[0], received=r[1], delivered=r[2], failed=r[3])
             for r in await cur.fetchall()]
+
+
+# -- search, retention ------------------------------------------------------------------------
+# A message's searchable words are stored as a tsvector whose lexemes are exactly the words of
+# search.search_text(body), case-folded: array_to_tsvector takes them verbatim (no parser, no
+# stemming, no stop words), and a search is a tsquery of quoted prefix lexemes, 'jan':* &
+# 'doe':*, which the GIN index answers as "every word is a prefix of one of the lexemes": the
+# semantics of search.matches, computed in Python once per message, at enqueue.
+MAX_LEXEME = 255  # characters kept of a word (PostgreSQL's limit is 2047 bytes a lexeme)
+MAX_TEXT = 200_000  # characters of distinct words indexed per message (a tsvector < 1 MB)
+INDEX_BATCH = 1000
+
+
+def search_words(body: Mapping[str, Any]) -> list[str]:
+    """The distinct case-folded words of a body's searchable text, in order of appearance."""
+    found = dict.fromkeys(w.casefold()[:MAX_LEXEME] for w in WORD.findall(search_text(body)))
+    if sum(map(len, found)) <= MAX_TEXT:
+        return list(found)
+    out: list[str] = []
+    size = 0
+    for w in found:
+        size += len(w)
+        if size > MAX_TEXT:
+            break
+        out.append(w)
+    return out
+
+
+def tsquery(wanted: Sequence[str]) -> str:
+    """Search words (from search.words) as a tsquery: each a quoted prefix, all required."""
+    return " & ".join("'" + w[:MAX_LEXEME].replace("\\", "\\\\").replace("'", "''") + "':*"
+                      for w in wanted)
+
+
+# The state of a message (search.message_state) from its deliveries. "filtered" messages were
+# stored without deliveries (status 'filtered'); a replay may have added some since.
+_HAS = "EXISTS (SELECT 1 FROM deliveries x WHERE x.message_id = m.id AND x.status {})"
+_HAS_NO = "NOT " + _HAS
+STATE_SQL = {
+    "filtered": ("m.status = 'filtered' AND NOT EXISTS "
+                 "(SELECT 1 FROM deliveries x WHERE x.message_id = m.id)"),
+    "dead": _HAS.format("= 'dead'"),
+    "pending": _HAS.format("IN ('pending', 'in_flight')") + " AND " + _HAS_NO.format("= 'dead'"),
+    "delivered": _HAS.format("= 'delivered'") + " AND " + _HAS_NO.format("<> 'delivered'"),
+    "discarded": _HAS.format("= 'discarded'") + " AND " + _HAS_NO.format("<> 'discarded'"),
+    "partial": (_HAS.format("= 'delivered'") + " AND " + _HAS.format("= 'discarded'") + " AND "
+                + _HAS_NO.format("IN ('pending', 'in_flight', 'dead')")),
+}
+
+
+# How a search runs. A search wants the newest few messages that match, in ``seq`` order, and
+# which plan finds them fastest depends on how many match: for a common word, walking ``seq``
+# backwards finds a page at once; for a rare one, that walk reads the whole table, while the GIN
+# index (a bitmap of the few matches, then a sort) answers in a millisecond. PostgreSQL's
+# planner cannot tell them apart for prefixes: it estimates 'a-':* (every order id) or
+# '+1555':* (every phone) at a few rows, and then builds a bitmap of a million. Nor does it know
+# that ``seq`` follows ``received_at``, so for a time window long past it walks back through
+# everything newer. So the store measures instead:
+#   1. walk the newest WINDOW messages (below the cursor) backwards: a page is often there;
+#   2. if the text is rare there (at that rate, at most CANDIDATES matches in the rest), take
+#      the matches further down through bitmap index scans only (the GIN index, with the time
+#      or channel index if they help), at most CANDIDATES of them, and sort those: the answer
+#      when there are fewer;
+#   3. else leave the rest to the planner, with the text kept away from the GIN index
+#      (ts_match_vq is @@ that no index matches) and, for a time window, with the range of seq
+#      the window covers (its min and max, read from the time index, which includes seq).
+# A search by ``ref`` (an index, a row or two per key), or with neither text nor a time bound,
+# is the planner's alone: its estimates are good there. The steps share one REPEATABLE READ
+# snapshot, so they see the same messages.
+WINDOW = 5_000
+CANDIDATES = 20_000
+_ROW_COLS = ", ".join("m." + c for c in _MESSAGE_COLS.split(", ")) + ", m.status, m.seq"
+_TEXT = "m.search_words @@ %s::tsquery"
+_TEXT_NO_INDEX = "ts_match_vq(m.search_words, %s::tsquery)"
+
+
+async def _rows(conn: Conn, source: str, where: Sequence[str], args: Sequence[Any],
+                limit: int) -> list[tuple[Any, ...]]:
+    """Rows of ``_MESSAGE_COLS, status, seq`` of ``source`` (aliased m) matching ``where``,
+    highest ``seq`` first. ``args`` fill the placeholders of ``source``, then of ``where``."""
+    cur = await conn.execute(
+        f"SELECT {_ROW_COLS} FROM {source}"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY m.seq DESC LIMIT %s", [*args, limit])
+    return await cur.fetchall()
+
+
+async def search(conn: Conn, *, channel: str | None, ref: str | None, state: str | None,
+                 destination: str | None, text: Sequence[str], since: datetime | None,
+                 until: datetime | None, after: int | None,
+                 limit: int) -> tuple[list[StoredMessage], int | None]:
+    """One page of a search, newest (highest ``seq``) first: (messages, the ``seq`` to continue
+    below, or None on the last page)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for cond, value in (("m.channel = %s", channel), ("m.ref = %s", ref),
+                        ("m.received_at >= %s", since), ("m.received_at < %s", until)):
+        if value is not None:
+            where.append(cond)
+            args.append(value)
+    window = [c for c in where if c.startswith("m.received_at")]
+    window_args = [v for v in (since, until) if v is not None]
+    query = tsquery(text) if text else None
+    if query is not None:
+        where.append(_TEXT)
+        args.append(query)
+    if state is not None:
+        where.append(STATE_SQL[state])
+    if destination is not None:
+        where.append("EXISTS (SELECT 1 FROM deliveries x WHERE x.message_id = m.id "
+                     "AND x.destination = %s)")
+        args.append(destination)
+    want = limit + 1
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if ref is not None or not (query or window):
+            below = [] if after is None else ["m.seq < %s"]
+            rows = await _rows(conn, "messages m", [*where, *below],
+                               [*args, *([] if after is None else [after])], want)
+        else:
+            rows = await _measured(conn, where, args, query, window, window_args, after, want)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        found = await _stored(conn, rows)
+    return found, (int(rows[-1][8]) if more and rows else None)
+
+
+async def _measured(conn: Conn, where: list[str], args: list[Any], query: str | None,
+                    window: list[str], window_args: list[Any], after: int | None,
+                    want: int) -> list[tuple[Any, ...]]:
+    """The steps above: the first ``want`` matches below ``after``, highest ``seq`` first.
+    ``window`` and ``window_args`` are the time conditions of ``where`` and their values."""
+    top = ("" if after is None else " WHERE seq < %s")
+    top_args = [] if after is None else [after]
+    # The LIMIT keeps the conditions out of the subquery: the walk is the plan.
+    rows = await _rows(conn, f"(SELECT * FROM messages{top} ORDER BY seq DESC "
+                       f"LIMIT {WINDOW}) m", where, [*top_args, *args], want)
+    if len(rows) >= want:
+        return rows
+    hits = "count(*) FILTER (WHERE w.search_words @@ %s::tsquery)" if query else "0"
+    cur = await conn.execute(
+        f"SELECT min(w.seq), count(*), {hits} FROM (SELECT seq, search_words FROM messages{top} "
+        f"ORDER BY seq DESC LIMIT {WINDOW}) w", [*([query] if query else []), *top_args])
+    row = await cur.fetchone()
+    assert row is not None  # an aggregate: one row
+    lowest, seen, text_hits = row
+    if seen < WINDOW:  # the window held every message there is
+        return rows
+    rest = want - len(rows)
+    if query is not None and text_hits * lowest <= CANDIDATES * WINDOW:  # a rare text
+        await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+        cur = await conn.execute(f"SELECT m.seq FROM messages m WHERE {' AND '.join(where)} "
+                                 f"AND m.seq < %s LIMIT {CANDIDATES}", [*args, lowest])
+        seqs = [r[0] for r in await cur.fetchall()]
+        await conn.execute("RESET enable_seqscan; RESET enable_indexscan")
+        if len(seqs) < CANDIDATES:
+            chosen = sorted(seqs, reverse=True)[:rest]
+            return rows + (await _rows(conn, "messages m", ["m.seq = ANY(%s::bigint[])"],
+                                       [chosen], rest) if chosen else [])
+    where = [_TEXT_NO_INDEX if c == _TEXT else c for c in where]
+    bounds: list[str] = ["m.seq < %s"]
+    bound_args: list[Any] = [lowest]
+    if window:  # where the time window lies in seq order, from the time index alone (count(*)
+        # keeps the planner from looking for min and max by walking seq)
+        cur = await conn.execute(
+            "SELECT min(m.seq), max(m.seq), count(*) FROM messages m WHERE "
+            + " AND ".join([*window, "m.seq < %s"]), [*window_args, lowest])
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return rows
+        bounds += ["m.seq >= %s", "m.seq <= %s"]
+        bound_args += [row[0], row[1]]
+    return rows + await _rows(conn, "messages m", [*where, *bounds], [*args, *bound_args],
+                              rest)
+
+
+# Retention. Candidates are locked (FOR UPDATE also holds off a replay: its foreign-key check
+# needs a KEY SHARE lock on the message); then their deliveries, in a new statement and so a new
+# snapshot, to see the latest status of each: a delivery requeued since the first look keeps its
+# message. The delete goes in one statement (the foreign keys are checked at its end).
+PRUNE_CANDIDATES = """
+SELECT m.id FROM messages m
+WHERE m.channel = %(channel)s AND m.received_at < %(before)s
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id
+                  AND d.status IN ('pending', 'in_flight'))
+ORDER BY m.received_at
+LIMIT %(limit)s
+FOR UPDATE OF m SKIP LOCKED
+"""
+PRUNE_LOCK_DELIVERIES = ("SELECT message_id, status FROM deliveries "
+                         "WHERE message_id = ANY(%s) ORDER BY id FOR UPDATE")
+PRUNE_DELETE = """
+WITH a AS (DELETE FROM attempts WHERE delivery_id IN
+               (SELECT id FROM deliveries WHERE message_id = ANY(%(ids)s))),
+d AS (DELETE FROM deliveries WHERE message_id = ANY(%(ids)s)),
+k AS (DELETE FROM message_keys WHERE channel = %(channel)s AND message_id = ANY(%(ids)s))
+DELETE FROM messages WHERE id = ANY(%(ids)s)
+"""
+# Dropping content. Stripped messages stay, so a plain "oldest without content_dropped" scan
+# would walk every message stripped before on each call (slower every hour, and quadratic over
+# the slices of a first run); a partial index of the unstripped would cost every enqueue. So
+# each channel keeps a mark in content_marks: every message of the channel received before
+# ``below`` and stored at or before ``upto_seq`` has no content. A call looks at messages from
+# ``below`` on (the channel's time index) and at those stored since ``upto_seq`` (the seq index:
+# a message that arrived late, with an old receive time), and moves the mark up to where it got.
+# One stripper per channel at a time (an advisory lock), so the mark it reads is the latest. (A
+# message whose insert is still uncommitted as the mark moves past its receive time would be
+# left out; intake stores a message moments after receiving it, so only a content_before
+# moments ago could meet one.)
+STRIP_LOCK = ("SELECT pg_advisory_xact_lock(hashtext('alertpipe.strip'), "
+              "hashtext(coalesce(current_schema(), '') || '/' || %s))")
+STRIP_MARK = ("SELECT k.below, k.upto_seq, s.top FROM (SELECT coalesce(max(seq), 0) AS top "
+              "FROM messages) s LEFT JOIN content_marks k ON k.channel = %s")
+_STRIP = """
+WITH c AS (
+    SELECT id, received_at FROM ({candidates}) u
+    ORDER BY received_at
+    LIMIT %(limit)s),
+s AS (
+    UPDATE messages m
+    SET body = '{{}}', raw = NULL, search_words = ''::tsvector, content_dropped = true
+    FROM c WHERE m.id = c.id AND NOT m.content_dropped
+    RETURNING 1)
+SELECT (SELECT count(*) FROM c), (SELECT max(received_at) FROM c), (SELECT count(*) FROM s)
+"""
+_SINCE_MARK = """
+(SELECT id, received_at FROM messages
+ WHERE channel = %(channel)s AND received_at >= %(below)s AND received_at < %(before)s
+   AND NOT content_dropped
+ ORDER BY received_at LIMIT %(limit)s)
+UNION ALL
+(SELECT id, received_at FROM messages
+ WHERE seq > %(upto)s AND channel = %(channel)s AND received_at < %(below)s
+   AND received_at < %(before)s AND NOT content_dropped)
+"""
+_UNMARKED = """
+SELECT id, received_at FROM messages
+WHERE channel = %(channel)s AND received_at < %(before)s AND NOT content_dropped
+"""
+STRIP_MARKED = _STRIP.format(candidates=_SINCE_MARK)
+STRIP_UNMARKED = _STRIP.format(candidates=_UNMARKED)
+SET_MARK = ("INSERT INTO content_marks (channel, below, upto_seq) VALUES (%s, %s, %s) "
+            "ON CONFLICT (channel) DO UPDATE SET below = EXCLUDED.below, "
+            "upto_seq = EXCLUDED.upto_seq")
+
+
+async def strip(conn: Conn, channel: str, before: datetime, limit: int) -> int:
+    """Drop the content of up to ``limit`` messages of ``channel`` received before ``before``,
+    oldest first, inside the caller's transaction; return how many."""
+    await conn.execute(STRIP_LOCK, (channel,))
+    row = await (await conn.execute(STRIP_MARK, (channel,))).fetchone()
+    assert row is not None
+    below, upto, top = row
+    args = {"channel": channel, "before": before, "limit": limit, "below": below,
+            "upto": upto}
+    cur = await conn.execute(STRIP_UNMARKED if below is None else STRIP_MARKED, args)
+    found, last, stripped = await cur.fetchone() or (0, None, 0)
+    # Every candidate up to ``reached`` (all of them, or the oldest ``limit``) is stripped now.
+    reached = before if found < limit else last
+    if reached is not None and (below is None or reached > below):
+        await conn.execute(SET_MARK, (channel, reached, top))
+    return int(stripped)
+
+
+async def prune(conn: Conn, channel: str, before: datetime, content_before: datetime | None,
+                limit: int) -> tuple[int, int]:
+    """Retention for one channel (see Store.prune), inside the caller's transaction:
+    (deleted, stripped)."""
+    cur = await conn.execute(PRUNE_CANDIDATES,
+                             {"channel": channel, "before": before, "limit": limit})
+    ids = [r[0] for r in await cur.fetchall()]
+    deleted = 0
+    if ids:
+        cur = await conn.execute(PRUNE_LOCK_DELIVERIES, (ids,))
+        busy = {r[0] for r in await cur.fetchall() if r[1] in ("pending", "in_flight")}
+        ids = [i for i in ids if i not in busy]
+    if ids:
+        cur = await conn.execute(PRUNE_DELETE, {"ids": ids, "channel": channel})
+        deleted = max(cur.rowcount, 0)
+    stripped = 0
+    if content_before is not None:
+        stripped = await strip(conn, channel, content_before, limit)
+    return deleted, stripped
+
+
+# Messages stored before migration 2 have no search words yet: filled in batches by a
+# background task of the store (a new message gets them at enqueue).
+UNINDEXED = """
+SELECT id, body FROM messages WHERE search_words IS NULL
+ORDER BY seq LIMIT %s
+FOR NO KEY UPDATE SKIP LOCKED
+"""
+SET_WORDS = "UPDATE messages SET search_words = array_to_tsvector(%s::text[]) WHERE id = %s"
+
+
+async def fill_search_words(conn: Conn, limit: int = INDEX_BATCH) -> int:
+    """Give up to ``limit`` messages without search words theirs; return how many."""
+    async with conn.transaction():
+        cur = await conn.execute(UNINDEXED, (limit,))
+        rows = await cur.fetchall()
+        if rows:
+            async with conn.cursor() as c:
+                await c.executemany(SET_WORDS, [(search_words(jsoncodec.loads(body)), mid)
+                                                for mid, body in rows])
+    return len(rows)
+
+
+async def has_unindexed(conn: Conn) -> bool:
+    """Whether some message still lacks its search words (a cheap look at a partial index)."""
+    row = await (await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE search_words IS NULL)")).fetchone()
+    return bool(row and row[0])

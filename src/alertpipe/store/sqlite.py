@@ -9,6 +9,8 @@ writer.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -29,21 +31,35 @@ from alertpipe.store.base import (
     DeliveryRecord,
     EnqueueResult,
     MessageKey,
+    MessagePage,
+    MessageQuery,
     NewDelivery,
+    PruneResult,
     QueueStats,
     RatePoint,
     StoredMessage,
 )
 from alertpipe.store.groupcommit import GroupCommitter
+from alertpipe.store.search import (
+    check_state,
+    decode_cursor,
+    encode_cursor,
+    search_text,
+    words,
+)
 from alertpipe.store.sqlite_sql import from_us
 
 T = TypeVar("T")
+log = logging.getLogger("alertpipe.store")
+
 KEY_PRUNE_INTERVAL = 60.0  # seconds
+TEXT_BATCH = 256  # search texts written to the text index together
+TEXT_WAIT = 1.0  # seconds a search text may wait for its batch
 # At most one commit per 3 ms: a commit costs ~200 µs of CPU (WAL write, fsync) whatever it
 # carries, so under a steady trickle of requests this turns many one-message commits into a few
 # many-message ones, for at most 3 ms more latency. An idle store commits at once.
 COMMIT_INTERVAL = 0.003
-# one intake: (channel, message row, delivery rows, keys)
+# one intake: (channel, message row + its search text, delivery rows, keys)
 _Intake = tuple[str, tuple[Any, ...], list[tuple[Any, ...]], Sequence[MessageKey]]
 
 
@@ -58,6 +74,10 @@ def now_us() -> int:
     return to_us(datetime.now(UTC))
 
 
+def _index_texts(conn: sqlite3.Connection, texts: list[tuple[str, str]]) -> None:
+    q.index_texts(conn, texts)
+
+
 class SQLiteStore:
     """The SQLite implementation of the Store protocol."""
 
@@ -68,10 +88,15 @@ class SQLiteStore:
         self.path = Path(path)
         self._busy = busy_timeout_ms
         self._commit_interval = commit_interval
+        self._texts: list[tuple[str, str]] = []  # (search text, message id), committed ones
+        self._text_timer: asyncio.TimerHandle | None = None
+        self._text_flush: asyncio.Task[None] | None = None
+
         self._writer: GroupCommitter[sqlite3.Connection] | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._rconn: sqlite3.Connection | None = None
         self._pruned_at = -KEY_PRUNE_INTERVAL
+        self._leaders: dict[str, str] = {}  # lock name -> owner (leader_lock)
 
     # -- lifecycle ----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -85,6 +110,13 @@ class SQLiteStore:
     def _connect_writer(self) -> sqlite3.Connection:
         conn = self._connect()
         q.migrate(conn)
+        conn.execute("BEGIN IMMEDIATE")  # texts that waited in memory when the engine stopped
+        try:
+            q.index_missing(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return conn
 
     async def open(self) -> None:
@@ -100,8 +132,16 @@ class SQLiteStore:
         self._rconn = await self._read_raw(self._connect)
 
     async def close(self) -> None:
+        if self._writer is not None and self._texts:
+            await self.flush_text_index()
+        if self._text_timer is not None:
+            self._text_timer.cancel()
+            self._text_timer = None
         if self._writer is not None:
             await self._writer.stop()
+            log.info("store closed", extra={"store": str(self.path),
+                                            "commits": self._writer.groups,
+                                            "operations": self._writer.ops})
             self._writer = None
         if self._reader is not None:
             if self._rconn is not None:
@@ -149,15 +189,61 @@ class SQLiteStore:
                       keys: Sequence[MessageKey] = ()) -> EnqueueResult:
         ts = to_us(message.received_at)
         row = (message.id, message.channel, ts, jsoncodec.dumps(message.body), message.raw,
-               jsoncodec.dumps(dict(message.meta)), "accepted" if deliveries else "filtered")
+               jsoncodec.dumps(dict(message.meta)), "accepted" if deliveries else "filtered",
+               message.ref)
         drows = [(message.id, message.channel, d.destination, d.target, ts, ts, ts)
                  for d in deliveries]
 
         try:
-            return await self._writer_or_fail().submit_batched(
+            result = await self._writer_or_fail().submit_batched(
                 self._enqueue_batch, (message.channel, row, drows, keys))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"store write failed: {exc}") from exc
+        if result.created:
+            self._text_waiting(search_text(message.body), message.id)
+        return result
+
+    # -- the text index -------------------------------------------------------------------
+    def _text_waiting(self, text: str, message_id: str) -> None:
+        """A committed message's search text joins the next batch for the text index. One
+        FTS5 insert per message costs several times what one insert per batch does, so the
+        texts wait (at most TEXT_BATCH of them, or TEXT_WAIT seconds) and go in together, in a
+        write of their own; a text search first writes whatever waits, so it misses nothing."""
+        self._texts.append((text, message_id))
+        if len(self._texts) >= TEXT_BATCH:
+            self._flush_texts_soon()
+        elif self._text_timer is None:
+            self._text_timer = asyncio.get_running_loop().call_later(
+                TEXT_WAIT, self._flush_texts_soon)
+
+    def _flush_texts_soon(self) -> None:
+        if self._text_timer is not None:
+            self._text_timer.cancel()
+            self._text_timer = None
+        if self._text_flush is None and self._texts and self._writer is not None:
+            self._text_flush = asyncio.get_running_loop().create_task(self._flush_texts())
+
+    async def _flush_texts(self) -> None:
+        try:
+            while self._texts:
+                batch, self._texts = self._texts[:TEXT_BATCH], self._texts[TEXT_BATCH:]
+                try:
+                    await self._write(functools.partial(_index_texts, texts=batch))
+                except (StoreUnavailable, sqlite3.Error) as exc:
+                    self._texts[:0] = batch  # kept, in order, for the next flush
+                    log.warning("text index not updated: %s", exc)
+                    return
+        finally:
+            self._text_flush = None
+
+    async def flush_text_index(self) -> None:
+        """Write every search text still waiting (a text search calls this first)."""
+        if self._text_flush is not None:
+            await self._text_flush
+        if self._texts:
+            self._flush_texts_soon()
+            if self._text_flush is not None:
+                await self._text_flush
 
     def _enqueue_batch(self, conn: sqlite3.Connection,
                        items: list[_Intake]) -> list[EnqueueResult]:
@@ -228,7 +314,8 @@ class SQLiteStore:
                     continue
                 conn.execute(q.INSERT_ATTEMPT, (r.delivery_id, got[0], to_us(r.started_at),
                                                 to_us(r.finished_at), r.outcome, r.remote_id,
-                                                r.error, r.error_code, int(r.ambiguous)))
+                                                r.error, r.error_code, int(r.ambiguous),
+                                                r.summary))
                 applied += 1
             return applied
 
@@ -302,6 +389,27 @@ class SQLiteStore:
 
         return await self._write(op)
 
+    async def search_messages(self, query: MessageQuery) -> MessagePage:
+        check_state(query.state)
+        after = decode_cursor(query.cursor)
+        text = words(query.text) if query.text else []
+        if text:
+            await self.flush_text_index()
+        since = to_us(query.since) if query.since else None
+        until = to_us(query.until) if query.until else None
+        found, more = await self._read(lambda c: q.search(
+            c, channel=query.channel, ref=query.ref, state=query.state,
+            destination=query.destination, text=text, since=since, until=until, after=after,
+            limit=max(1, query.limit)))
+        return MessagePage(found, encode_cursor(more) if more is not None else None)
+
+    async def prune(self, channel: str, before: datetime,
+                    content_before: datetime | None = None, limit: int = 10_000) -> PruneResult:
+        b = to_us(before)
+        cb = to_us(content_before) if content_before else None
+        deleted, stripped = await self._write(lambda c: q.prune(c, channel, b, cb, limit))
+        return PruneResult(deleted=deleted, stripped=stripped)
+
     async def backlog(self, channel: str) -> int:
         return await self._read(lambda c: int(c.execute(q.BACKLOG, (channel,)).fetchone()[0]))
 
@@ -330,6 +438,15 @@ class SQLiteStore:
     async def rates(self, channel: str, since: datetime) -> list[RatePoint]:
         s = to_us(since)
         return await self._read(lambda c: q.rates(c, channel, s))
+
+    # -- cluster locks: one engine process per SQLite file, so the first owner to ask in this
+    # process holds a lock until it gives it up (PostgreSQL arbitrates between instances) --
+    async def leader_lock(self, name: str, owner: str) -> bool:
+        return self._leaders.setdefault(name, owner) == owner
+
+    async def leader_unlock(self, name: str, owner: str) -> None:
+        if self._leaders.get(name) == owner:
+            del self._leaders[name]
 
 
 __all__ = ["AttemptRecord", "SQLiteStore"]

@@ -17,6 +17,7 @@ from alertpipe.store.base import (
     RatePoint,
     StoredMessage,
 )
+from alertpipe.store.search import fts_query, search_text
 
 MIGRATIONS: list[str] = [
     """
@@ -93,6 +94,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX attempts_finished ON attempts(finished_at);
     """,
+    """
+    ALTER TABLE messages ADD COLUMN ref TEXT;
+    ALTER TABLE messages ADD COLUMN content_dropped INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN summary TEXT;
+    CREATE INDEX messages_ref ON messages(ref) WHERE ref IS NOT NULL;
+    CREATE INDEX deliveries_settled_badly ON deliveries(message_id)
+        WHERE status IN ('dead', 'discarded');
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        text, content='', tokenize="unicode61 tokenchars '-_.@+'");
+    CREATE TABLE fts_state (id INTEGER PRIMARY KEY CHECK (id = 1), indexed_upto INTEGER NOT NULL);
+    INSERT INTO fts_state(id, indexed_upto) VALUES (1, 0);
+    """,
 ]
 
 
@@ -115,8 +128,8 @@ def migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
-INSERT_MESSAGE = ("INSERT INTO messages(id, channel, received_at, body, raw, meta, status) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?)")
+INSERT_MESSAGE = ("INSERT INTO messages(id, channel, received_at, body, raw, meta, status, ref) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 INSERT_DELIVERY = ("INSERT INTO deliveries(message_id, channel, destination, target, created_at, "
                    "next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
 CLAIM = """
@@ -140,7 +153,8 @@ WHERE id = ? AND status = 'in_flight' AND lease_owner = ?
 RETURNING attempts
 """
 INSERT_ATTEMPT = ("INSERT INTO attempts(delivery_id, number, started_at, finished_at, outcome, "
-                  "remote_id, error, error_code, ambiguous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                  "remote_id, error, error_code, ambiguous, summary) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 RELEASE = ("UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_until = NULL, "
            "last_ambiguous = 1, updated_at = ? "
            "WHERE id = ? AND status = 'in_flight' AND lease_owner = ?")
@@ -159,9 +173,17 @@ DISCARD = ("UPDATE deliveries SET status = 'discarded', updated_at = ? "
 REQUEUE_DEAD = ("UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? "
                 "WHERE status = 'dead' AND (? IS NULL OR channel = ?)")
 MESSAGE_CHANNEL = "SELECT channel FROM messages WHERE id = ?"
+FIND_KEY = ("SELECT message_id, fingerprint FROM message_keys "
+            "WHERE channel = ? AND kind = ? AND key = ? AND expires_at > ?")
+
+
 def find_keys(conn: sqlite3.Connection, wanted: Sequence[tuple[str, str, str]],
               now: int) -> dict[tuple[str, str, str], tuple[str, str | None]]:
     """The live keys among ``wanted`` (channel, kind, key): key -> (message id, fingerprint)."""
+    if len(wanted) == 1:  # the common case: one statement the connection keeps prepared
+        channel, kind, key = wanted[0]
+        row = conn.execute(FIND_KEY, (channel, kind, key, now)).fetchone()
+        return {} if row is None else {wanted[0]: (row[0], row[1])}
     by_ns: dict[tuple[str, str], list[str]] = {}
     for channel, kind, key in wanted:
         by_ns.setdefault((channel, kind), []).append(key)
@@ -191,10 +213,14 @@ def from_us(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, UTC)
 
 
+MESSAGE_COLS = "id, channel, received_at, body, raw, meta, ref, status"
+
+
 def _message(row: Sequence[Any]) -> Message:
-    mid, channel, received, body, raw, meta = row[:6]
+    mid, channel, received, body, raw, meta, ref = row[:7]
     return Message(id=mid, channel=channel, received_at=from_us(received),
-                   body=jsoncodec.loads(body), raw=bytes(raw or b""), meta=jsoncodec.loads(meta))
+                   body=jsoncodec.loads(body), raw=bytes(raw or b""), meta=jsoncodec.loads(meta),
+                   ref=ref)
 
 
 def load_messages(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Message]:
@@ -202,19 +228,19 @@ def load_messages(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Mes
     for start in range(0, len(ids), 500):
         chunk = list(ids[start:start + 500])
         marks = ",".join("?" * len(chunk))
-        for row in conn.execute(f"SELECT id, channel, received_at, body, raw, meta FROM messages "
-                                f"WHERE id IN ({marks})", chunk):
+        for row in conn.execute(f"SELECT {MESSAGE_COLS} FROM messages WHERE id IN ({marks})",
+                                chunk):
             out[row[0]] = _message(row)
     return out
 
 
 def _attempts(conn: sqlite3.Connection, delivery_id: int) -> tuple[AttemptRecord, ...]:
     rows = conn.execute("SELECT number, started_at, finished_at, outcome, remote_id, error, "
-                        "error_code, ambiguous FROM attempts WHERE delivery_id = ? ORDER BY number",
-                        (delivery_id,))
+                        "error_code, ambiguous, summary FROM attempts WHERE delivery_id = ? "
+                        "ORDER BY number", (delivery_id,))
     return tuple(AttemptRecord(number=r[0], started_at=from_us(r[1]), finished_at=from_us(r[2]),
                                outcome=r[3], remote_id=r[4], error=r[5], error_code=r[6],
-                               ambiguous=bool(r[7])) for r in rows)
+                               ambiguous=bool(r[7]), summary=r[8]) for r in rows)
 
 
 def _delivery(conn: sqlite3.Connection, r: Sequence[Any]) -> DeliveryRecord:
@@ -225,13 +251,19 @@ def _delivery(conn: sqlite3.Connection, r: Sequence[Any]) -> DeliveryRecord:
 
 
 def load_stored(conn: sqlite3.Connection, message_id: str) -> StoredMessage | None:
-    row = conn.execute("SELECT id, channel, received_at, body, raw, meta, status FROM messages "
-                       "WHERE id = ?", (message_id,)).fetchone()
+    row = conn.execute(f"SELECT {MESSAGE_COLS} FROM messages WHERE id = ?",
+                       (message_id,)).fetchone()
     if row is None:
         return None
+    return stored_from_row(conn, row)
+
+
+def stored_from_row(conn: sqlite3.Connection, row: Sequence[Any]) -> StoredMessage:
+    """A StoredMessage from a row of MESSAGE_COLS, with its deliveries and their history."""
+    message_id = row[0]
     rows = conn.execute(f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE message_id = ? "
                         "ORDER BY id", (message_id,)).fetchall()
-    return StoredMessage(message=_message(row), status=row[6],
+    return StoredMessage(message=_message(row), status=row[7],
                          deliveries=[_delivery(conn, r) for r in rows])
 
 
@@ -326,3 +358,135 @@ def rates(conn: sqlite3.Connection, channel: str, since: int) -> list[RatePoint]
         c[1], c[2] = int(ok), int(failed)
     return [RatePoint(minute=from_us(m * _MINUTE_US), received=c[0], delivered=c[1],
                       failed=c[2]) for m, c in sorted(counts.items())]
+
+
+# -- search, text index, retention -----------------------------------------------------------
+FTS_MIGRATION = 5  # the migration that created the text index
+INDEX_TEXT = "INSERT INTO messages_fts(rowid, text) SELECT rowid, ? FROM messages WHERE id = ?"
+
+
+def index_texts(conn: sqlite3.Connection, texts: Sequence[tuple[str, str]]) -> None:
+    """Add (text, message id) pairs, oldest first, to the text index and move its watermark
+    (the highest rowid indexed) to the last of them."""
+    conn.executemany(INDEX_TEXT, texts)
+    conn.execute("UPDATE fts_state SET indexed_upto = MAX(indexed_upto, "
+                 "COALESCE((SELECT rowid FROM messages WHERE id = ?), 0)) WHERE id = 1",
+                 (texts[-1][1],))
+
+
+def index_missing(conn: sqlite3.Connection) -> int:
+    """Index the messages above the watermark (those stored before the index existed, or whose
+    text was still waiting in memory when the engine stopped); return how many."""
+    upto = conn.execute("SELECT indexed_upto FROM fts_state WHERE id = 1").fetchone()[0]
+    n = 0
+    cur = conn.execute("SELECT rowid, body, content_dropped FROM messages WHERE rowid > ? "
+                       "ORDER BY rowid", (upto,))
+    last = upto
+    while rows := cur.fetchmany(2000):
+        conn.executemany("INSERT INTO messages_fts(rowid, text) VALUES (?, ?)",
+                         [(r[0], search_text(jsoncodec.loads(r[1]))) for r in rows if not r[2]])
+        n += len(rows)
+        last = rows[-1][0]
+    conn.execute("UPDATE fts_state SET indexed_upto = ? WHERE id = 1", (last,))
+    return n
+
+
+def _unindex(conn: sqlite3.Connection, rows: Sequence[tuple[int, str]]) -> None:
+    """Take messages (rowid, body) out of the contentless text index (it needs the text);
+    messages above the watermark are not in it yet."""
+    upto = conn.execute("SELECT indexed_upto FROM fts_state WHERE id = 1").fetchone()[0]
+    conn.executemany(
+        "INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', ?, ?)",
+        [(rowid, search_text(jsoncodec.loads(body))) for rowid, body in rows if rowid <= upto])
+
+
+def _having(status: str) -> str:
+    """Messages with a delivery in ``status``, driven from the deliveries' partial indexes
+    (these states are rare: the message rows are looked up by rowid, not scanned). The
+    ``IN`` terms repeat the partial indexes' own WHERE clauses, so the planner can use them."""
+    index = ("dd.status IN ('pending', 'in_flight')" if "pending" in status
+             else "dd.status IN ('dead', 'discarded')")
+    return ("m.rowid IN (SELECT mm.rowid FROM deliveries dd JOIN messages mm "
+            f"ON mm.id = dd.message_id WHERE {index} AND dd.status IN ({status}))")
+
+
+_STATE_SQL = {
+    "filtered": "m.status = 'filtered'",
+    "dead": _having("'dead'"),
+    "pending": (_having("'pending', 'in_flight'") + " AND NOT EXISTS (SELECT 1 FROM "
+                "deliveries x WHERE x.message_id = m.id AND x.status = 'dead')"),
+    "delivered": ("m.status = 'accepted' AND NOT EXISTS (SELECT 1 FROM deliveries x "
+                  "WHERE x.message_id = m.id AND x.status != 'delivered')"),
+    "discarded": (_having("'discarded'") + " AND NOT EXISTS (SELECT 1 FROM deliveries x "
+                  "WHERE x.message_id = m.id AND x.status != 'discarded')"),
+    "partial": (_having("'discarded'") + " AND EXISTS (SELECT 1 FROM deliveries x "
+                "WHERE x.message_id = m.id AND x.status = 'delivered') AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries x WHERE x.message_id = m.id "
+                "AND x.status IN ('pending', 'in_flight', 'dead'))"),
+}
+
+
+def search(conn: sqlite3.Connection, *, channel: str | None, ref: str | None,
+           state: str | None, destination: str | None, text: list[str],
+           since: int | None, until: int | None, after: int | None,
+           limit: int) -> tuple[list[StoredMessage], int | None]:
+    """One page of a search, newest (highest rowid) first: (messages, rowid to continue below
+    or None)."""
+    where: list[str] = []
+    args: list[Any] = []
+    source, position = "messages m", "m.rowid"
+    if text:  # the text index leads, newest first, and stops at the page
+        source, position = "messages_fts f JOIN messages m ON m.rowid = f.rowid", "f.rowid"
+        where.append("messages_fts MATCH ?")
+        args.append(fts_query(text))
+    for cond, value in (("m.channel = ?", channel), ("m.ref = ?", ref),
+                        ("m.received_at >= ?", since), ("m.received_at < ?", until),
+                        (f"{position} < ?", after)):
+        if value is not None:
+            where.append(cond)
+            args.append(value)
+    if state is not None:
+        where.append(_STATE_SQL[state])
+    if destination is not None:
+        where.append("EXISTS (SELECT 1 FROM deliveries x WHERE x.message_id = m.id "
+                     "AND x.destination = ?)")
+        args.append(destination)
+    sql = (f"SELECT m.rowid, {', '.join('m.' + c for c in MESSAGE_COLS.split(', '))} "
+           f"FROM {source}" + (" WHERE " + " AND ".join(where) if where else "")
+           + f" ORDER BY {position} DESC LIMIT ?")
+    args.append(limit + 1)
+    rows = conn.execute(sql, args).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    found = [stored_from_row(conn, r[1:]) for r in rows]
+    return found, (rows[-1][0] if more and rows else None)
+
+
+def prune(conn: sqlite3.Connection, channel: str, before: int, content_before: int | None,
+          limit: int) -> tuple[int, int]:
+    """Retention for one channel (see Store.prune): (deleted, stripped)."""
+    doomed = conn.execute(
+        "SELECT m.rowid, m.id, m.body, m.content_dropped FROM messages m "
+        "WHERE m.channel = ? AND m.received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d "
+        "WHERE d.message_id = m.id AND d.status IN ('pending', 'in_flight')) "
+        "ORDER BY m.received_at LIMIT ?", (channel, before, limit)).fetchall()
+    if doomed:
+        _unindex(conn, [(r[0], r[2]) for r in doomed if not r[3]])
+        ids = [(r[1],) for r in doomed]
+        conn.executemany("DELETE FROM attempts WHERE delivery_id IN "
+                         "(SELECT id FROM deliveries WHERE message_id = ?)", ids)
+        conn.executemany("DELETE FROM deliveries WHERE message_id = ?", ids)
+        conn.executemany("DELETE FROM message_keys WHERE message_id = ?", ids)
+        conn.executemany("DELETE FROM messages WHERE id = ?", ids)
+    stripped = 0
+    if content_before is not None:
+        rows = conn.execute(
+            "SELECT rowid, id, body FROM messages WHERE channel = ? AND received_at < ? "
+            "AND content_dropped = 0 ORDER BY received_at LIMIT ?",
+            (channel, content_before, limit)).fetchall()
+        if rows:
+            _unindex(conn, [(r[0], r[2]) for r in rows])
+            conn.executemany("UPDATE messages SET body = '{}', raw = NULL, content_dropped = 1 "
+                             "WHERE id = ?", [(r[1],) for r in rows])
+            stripped = len(rows)
+    return len(doomed), stripped

@@ -143,7 +143,10 @@ def admin_routes(engine: Engine) -> list[Route]:
         return who if isinstance(who, Response) else None
 
     async def channels(request: Request, who: str) -> Response:
-        return JSONResponse({"channels": [channel_json(v) for v in await channel_views(engine)]})
+        # Queues, counters and traffic come from the store (the whole cluster); circuits and an
+        # operator's stop are this instance's, which "instance" names.
+        return JSONResponse({"channels": [channel_json(v) for v in await channel_views(engine)],
+                             "instance": engine.instance_id})
 
     def channel_action(run: bool) -> Callable[[Request, str], Awaitable[Response]]:
         async def act(request: Request, who: str) -> Response:
@@ -171,8 +174,7 @@ def admin_routes(engine: Engine) -> list[Route]:
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         return JSONResponse({"messages": [summary_json(s) for s in page.messages],
-                             "next_cursor": page.next_cursor, "scanned": page.scanned,
-                             "truncated": page.truncated})
+                             "next_cursor": page.next_cursor})
 
     async def dead(request: Request, who: str) -> Response:
         q = request.query_params

@@ -23,7 +23,8 @@ def create_app(engine: Engine) -> ASGIApp:
     for name, ch in engine.channels.items():
         for route in ch.source.routes(engine):
             if route.path in seen or route.path.startswith(("/healthz", "/readyz", "/api/",
-                                                            "/openapi.json", "/ui/")):
+                                                            "/openapi.json", "/ui/",
+                                                            "/metrics")):
                 raise ConfigError(f"source path {route.path!r} is already used"
                                   + (f" by channel {seen[route.path]!r}" if route.path in seen
                                      else ""), channel=name, key="source.path")
@@ -54,7 +55,8 @@ def create_app(engine: Engine) -> ASGIApp:
                              "started_at": h.started_at.isoformat(),
                              "finished_at": h.finished_at.isoformat(), "error": h.error,
                              "error_code": h.error_code, "remote_id": h.remote_id,
-                             "ambiguous": h.ambiguous} for h in rec.history]
+                             "ambiguous": h.ambiguous, "summary": h.summary,
+                             "duration_ms": round(h.duration_ms, 1)} for h in rec.history]
         return JSONResponse(body)
 
     async def stats(request: Request) -> Response:
@@ -67,6 +69,14 @@ def create_app(engine: Engine) -> ASGIApp:
              "oldest_pending_at": s.oldest_pending_at.isoformat() if s.oldest_pending_at
              else None} for s in await engine.store.stats()]})
 
+    async def metrics(request: Request) -> Response:
+        who = engine.auth.check(request, "read", None)
+        if isinstance(who, Response):
+            return who
+        body, content_type = await engine.metrics.exposition(engine.store,
+                                                             request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
+
     document = openapi_document(engine)
 
     async def openapi(request: Request) -> Response:
@@ -74,5 +84,6 @@ def create_app(engine: Engine) -> ASGIApp:
 
     routes += [Route("/openapi.json", openapi), Route("/healthz", healthz),
                Route("/readyz", readyz), Route("/api/messages/{message_id}", message),
-               Route("/api/queues", stats), *admin_routes(engine)]
+               Route("/api/queues", stats), Route("/metrics", metrics),
+               *admin_routes(engine)]
     return with_fast_intake(Starlette(routes=[*routes, *Dashboard(engine).routes()]), engine)

@@ -121,6 +121,13 @@ def openapi_document(engine: Engine) -> dict[str, Any]:
         "summary": "Queue depth per destination", "operationId": "queues",
         "responses": {"200": _json("queues", "Health"), "401": _error("no valid key"),
                       "403": _error("the key lacks the read right")}}}
+    paths["/metrics"] = {"get": {
+        "summary": "Prometheus metrics (text exposition format; OpenMetrics when the Accept "
+                   "header asks for it); see docs/operations.md", "operationId": "metrics",
+        "responses": {"200": {"description": "the metrics", "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "application/openmetrics-text": {"schema": {"type": "string"}}}},
+            "401": _error("no valid key"), "403": _error("the key lacks the read right")}}}
     paths.update(_admin_paths())
     return {"openapi": "3.1.0",
             "info": {"title": "alertpipe", "version": "0.1.0",
@@ -193,14 +200,17 @@ def _admin_components() -> dict[str, Any]:
             attempts=count)})
     return {
         "Delivery": delivery, "DestinationQueue": destination, "Channel": channel,
-        "ChannelList": _obj(["channels"], channels={"type": "array", "items": _ref("Channel")}),
+        "ChannelList": _obj(["channels"], channels={"type": "array", "items": _ref("Channel")},
+                            instance={"type": "string", "description": (
+                                "the engine instance that answered: queues, counters and "
+                                "traffic are the whole cluster's (read from the store); "
+                                "circuits and a stopped state are this instance's")}),
         "ChannelState": _obj(["name", "state"], name={"type": "string"},
                              state={"enum": ["running", "stopped", "erroring"]}),
         "MessageSummary": summary,
-        "MessagePage": _obj(["messages", "next_cursor", "scanned", "truncated"],
+        "MessagePage": _obj(["messages", "next_cursor"],
                             messages={"type": "array", "items": _ref("MessageSummary")},
-                            next_cursor=_STR_OR_NULL, scanned=count,
-                            truncated={"type": "boolean"}),
+                            next_cursor=_STR_OR_NULL),
         "DeadList": _obj(["deliveries"], deliveries={"type": "array",
                                                      "items": _ref("Delivery")}),
         "ResendRequest": _obj(["destination"], destination={"type": "string"}),

@@ -1,77 +1,41 @@
 """What the admin API and the dashboard read: pages of messages found by filters and search, and
 an overview of each channel (state, counters, queues, circuits, per-minute traffic).
 
-:func:`find_messages` is the one place that searches messages. It scans the store's
-``list_messages`` newest first and filters here, at most ``max_scan`` messages per call (a page
-that hits the bound says so and carries a cursor to continue). When the store gains a search
-operation, this function is what changes.
+:func:`find_messages` is the one place that searches messages: the store's indexed search
+(``search_messages``), plus a direct look-up when the search text is a message id.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from alertpipe.store.base import RatePoint, StoredMessage
+from alertpipe.errors import UsageError
+from alertpipe.store.base import MESSAGE_STATES, MessagePage, MessageQuery, RatePoint, StoredMessage
+from alertpipe.store.search import message_state as state_of
 
 if TYPE_CHECKING:
     from alertpipe.engine.core import Engine
 
-MESSAGE_STATES = ("pending", "delivered", "dead", "partial", "discarded", "filtered")
-PAGE = 200
-MAX_SCAN = 5000
-MAX_TIE_READ = 64 * PAGE  # messages sharing one received_at microsecond read at once
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
+PAGE = 50
+_MESSAGE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 __all__ = ["MESSAGE_STATES", "ChannelView", "DestinationView", "MessagePage", "channel_views",
-           "decode_cursor", "encode_cursor", "find_messages", "message_state", "order_id_of",
-           "parse_when"]
+           "find_messages", "message_state", "order_id_of", "parse_when"]
 
 
 # -- messages ------------------------------------------------------------------------------
 def message_state(stored: StoredMessage) -> str:
-    """One word for a message: ``filtered`` (no delivery), ``dead`` (a delivery is dead),
-    ``pending`` (one is pending or in flight), ``delivered`` (all are), ``discarded`` (all dead
-    letters were discarded), or ``partial`` (some delivered, the rest discarded)."""
-    states = {d.status for d in stored.deliveries}
-    if not states:
-        return "filtered"
-    if "dead" in states:
-        return "dead"
-    if states & {"pending", "in_flight"}:
-        return "pending"
-    if states == {"delivered"}:
-        return "delivered"
-    if states == {"discarded"}:
-        return "discarded"
-    return "partial"
+    """One word for a message (see :class:`alertpipe.store.base.MessageQuery`)."""
+    return state_of(d.status for d in stored.deliveries)
 
 
 def order_id_of(body: Mapping[str, Any]) -> str:
     value = body.get("order_id")
     return "" if value is None else str(value)
-
-
-def encode_cursor(received_at: datetime, message_id: str) -> str:
-    us = (received_at - _EPOCH) // _US
-    return base64.urlsafe_b64encode(f"{us}:{message_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> tuple[datetime, str]:
-    """The (received_at, id) a cursor stands for; ValueError when it is not one of ours."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-        us, _, message_id = raw.partition(":")
-        if not message_id:
-            raise ValueError
-        return _EPOCH + int(us) * _US, message_id
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        raise ValueError(f"not a valid cursor: {text[:40]!r}") from None
 
 
 def parse_when(text: str) -> datetime:
@@ -83,96 +47,27 @@ def parse_when(text: str) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def _values(value: Any) -> list[str]:
-    if isinstance(value, Mapping):
-        return [s for v in value.values() for s in _values(v)]
-    if isinstance(value, list | tuple):
-        return [s for v in value for s in _values(v)]
-    return [] if value is None else [str(value)]
-
-
-@dataclass(frozen=True, slots=True)
-class _Filter:
-    status: str | None
-    destination: str | None
-    order_id: str | None
-    text: str | None
-
-    def __call__(self, stored: StoredMessage) -> bool:
-        m = stored.message
-        if self.status is not None and message_state(stored) != self.status:
-            return False
-        if self.destination is not None and all(d.destination != self.destination
-                                                for d in stored.deliveries):
-            return False
-        if self.order_id is not None and order_id_of(m.body) != self.order_id:
-            return False
-        if self.text:
-            needle = self.text.casefold()
-            return (m.id.startswith(self.text.lower())
-                    or any(needle in v.casefold() for v in _values(m.body)))
-        return True
-
-
-@dataclass(frozen=True, slots=True)
-class MessagePage:
-    """Matches, newest first. ``next_cursor`` continues after this page (None: no more).
-    ``truncated``: the scan bound was reached before the page filled; more may match."""
-
-    messages: list[StoredMessage]
-    next_cursor: str | None
-    scanned: int
-    truncated: bool = False
-
-
 async def find_messages(engine: Engine, *, channel: str | None = None,
                         status: str | None = None, destination: str | None = None,
                         order_id: str | None = None, text: str | None = None,
                         since: datetime | None = None, until: datetime | None = None,
-                        cursor: str | None = None, limit: int = 50,
-                        max_scan: int = MAX_SCAN) -> MessagePage:
-    """Messages matching every given filter, newest first, ``limit`` at most. ``text`` matches
-    a message id prefix or any value of the body (the order id among them), ignoring case.
-    ``cursor`` (from an earlier page) continues where that page ended. Raises ValueError for a
-    cursor that is not one of ours."""
-    position = decode_cursor(cursor) if cursor else None
-    keep = _Filter(status, destination, order_id.strip() if order_id else None,
-                   text.strip() if text else None)
-    found: list[StoredMessage] = []
-    seen: set[str] = set()
-    scanned = 0
-    last: tuple[datetime, str] | None = None
-    before = position[0] + _US if position else None
-    fetch = PAGE
-    while True:
-        page = await engine.store.list_messages(channel, limit=fetch, before=before,
-                                                since=since, until=until)
-        fresh = 0
-        for stored in page:
-            key = (stored.message.received_at, stored.message.id)
-            if stored.message.id in seen or (position is not None and key >= position):
-                continue
-            seen.add(stored.message.id)
-            fresh += 1
-            if keep(stored):
-                if len(found) == limit:  # one more than a page: there is a next page
-                    return MessagePage(found, encode_cursor(*last) if last else None, scanned)
-                found.append(stored)
-            scanned += 1
-            last = key
-            if scanned >= max_scan:
-                return MessagePage(found, encode_cursor(*key), scanned, truncated=True)
-        if len(page) < fetch:
-            return MessagePage(found, None, scanned)
-        oldest = page[-1].message.received_at
-        if fresh:
-            # Overlap by the oldest microsecond, so that messages sharing it are not skipped
-            # (``seen`` drops the repeats).
-            before, fetch = oldest + _US, PAGE
-        elif fetch < MAX_TIE_READ:
-            fetch *= 2  # a full page of one microsecond, all known: read wider from there
-        else:
-            before, fetch = oldest, PAGE  # past the tie bound: skip the rest of that microsecond
+                        cursor: str | None = None, limit: int = PAGE) -> MessagePage:
+    """Messages matching every given filter, newest first, ``limit`` at most, through the
+    store's indexed search. ``text`` is a message id, or words that must each start a word of
+    the body (order id, name, phone, SKU…), ignoring case. ``order_id`` is the channel's
+    business key, exactly. Raises ValueError for an unknown state or a foreign cursor."""
+    text = text.strip() if text else None
+    if text and _MESSAGE_ID.match(text.lower()) and cursor is None:
+        stored = await engine.store.get_message(text.lower())
+        if stored is not None:
+            return MessagePage([stored], None)
+    query = MessageQuery(channel=channel, ref=order_id.strip() if order_id else None,
+                         state=status, destination=destination, text=text or None,
+                         since=since, until=until, cursor=cursor, limit=limit)
+    try:
+        return await engine.store.search_messages(query)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
 
 
 # -- channels -------------------------------------------------------------------------------

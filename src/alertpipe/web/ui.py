@@ -239,7 +239,8 @@ class Dashboard:
         views = await channel_views(self.engine, now=now)
         charts = {v.name: throughput_svg(v.points, now, f"throughput of {v.name}")
                   for v in views}
-        return self.render(request, session, "channels.html", channels=views, charts=charts)
+        return self.render(request, session, "channels.html", channels=views, charts=charts,
+                           instance=self.engine.instance_id)
 
     def channel_action(self, run: bool) -> Action:
         async def act(request: Request, session: Session, form: dict[str, str]) -> Response:
