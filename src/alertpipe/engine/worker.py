@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("alertpipe.worker")
 RECORD_SLICE = 100
+CLAIM_SLICE = 100
 
 
 class DestinationWorker:
@@ -174,7 +175,16 @@ class DestinationWorker:
             limit = max(1, self.dest.concurrency)
         if probing:
             limit = 1
-        batch = await self.store.claim(self.channel, self.dest.name, limit, self.lease, self.owner)
+        # In slices: one claim reads and decodes every message it takes, on the event loop, so
+        # a whole batch at once would hold intake up for that long.
+        batch: list[Delivery] = []
+        while len(batch) < limit:
+            want = min(CLAIM_SLICE, limit - len(batch))
+            got = await self.store.claim(self.channel, self.dest.name, want, self.lease,
+                                         self.owner)
+            batch += got
+            if len(got) < want:
+                break
         if not batch:
             return False
         self._inflight.update(d.id for d in batch)
