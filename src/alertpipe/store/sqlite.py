@@ -288,7 +288,8 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], dict[str, Message]]:
             now = now_us()
             rows = list(conn.execute(q.CLAIM, (now + int(lease_seconds * 1e6), owner, now,
-                                               channel, destination, now, now, limit)))
+                                               channel, destination, now, limit,
+                                               channel, destination, now, limit, limit)))
             # the claimed messages are recent: their pages are in the writer's cache
             return rows, q.load_messages(conn, [r[1] for r in rows]) if rows else {}
 

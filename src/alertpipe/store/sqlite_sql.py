@@ -135,12 +135,15 @@ INSERT_DELIVERY = ("INSERT INTO deliveries(message_id, channel, destination, tar
 CLAIM = """
 UPDATE deliveries SET status = 'in_flight', lease_until = ?, lease_owner = ?, updated_at = ?,
     last_ambiguous = CASE WHEN status = 'in_flight' THEN 1 ELSE last_ambiguous END
-WHERE id IN (
-    SELECT id FROM deliveries
-    WHERE channel = ? AND destination = ?
-      AND ((status = 'pending' AND next_attempt_at <= ?)
-           OR (status = 'in_flight' AND lease_until < ?))
-    ORDER BY next_attempt_at, id LIMIT ?)
+WHERE id IN (SELECT id FROM (
+    SELECT * FROM (SELECT id, next_attempt_at AS t FROM deliveries
+                   WHERE channel = ? AND destination = ? AND status = 'pending'
+                     AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)
+    UNION ALL
+    SELECT * FROM (SELECT id, next_attempt_at AS t FROM deliveries
+                   WHERE channel = ? AND destination = ? AND status = 'in_flight'
+                     AND lease_until < ? ORDER BY next_attempt_at, id LIMIT ?)
+    ) ORDER BY t, id LIMIT ?)
 RETURNING id, message_id, target, attempts, last_ambiguous
 """
 RECORD = """
