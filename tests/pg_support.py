@@ -106,6 +106,9 @@ def lock_holder(schema: Schema, name: str) -> int | None:
 
 
 def terminate(schema: Schema, pid: int) -> None:
-    """End a server session, as the server does when its client dies."""
+    """End a server session, as the server does when its client dies, and return once it
+    has ended (its advisory locks released): with a timeout, pg_terminate_backend waits for
+    the backend to exit (PostgreSQL 14+) instead of only signalling it."""
     with psycopg.connect(schema.server, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        row = conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone()
+        assert row is not None and row[0], f"session {pid} did not end within 10 s"
