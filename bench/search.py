@@ -93,6 +93,8 @@ def build(path: Path, n: int) -> float:
                          "bench"))
         conn.executemany(q.INSERT_ATTEMPT, atts)
         conn.execute("COMMIT")
+    conn.execute("INSERT OR REPLACE INTO time_marks(minute, min_rowid, max_rowid) "
+                 "SELECT received_at / 60000000, MIN(rowid), MAX(rowid) FROM messages GROUP BY 1")
     conn.execute("PRAGMA optimize")
     conn.close()
     return time.monotonic() - t0

@@ -168,3 +168,19 @@ async def test_retention_can_drop_content_and_keep_metadata(store: Store) -> Non
     again = await store.prune("orders", before=T0 - timedelta(days=1),
                               content_before=T0 + timedelta(days=1))
     assert again.stripped == 0
+
+
+async def test_a_late_arrival_is_found_in_its_time_window(store: Store) -> None:
+    """Messages are stored in arrival order, not in order of their receipt time: a window must
+    find a message stored long after newer ones (text and no text)."""
+    newer = [order(i, "Window Test", at=T0 + timedelta(hours=2, minutes=i)) for i in range(3)]
+    for m in newer:
+        await store.enqueue(m, [NewDelivery("sheet")])
+    late = order(99, "Window Test", at=T0)  # received first, stored last
+    await store.enqueue(late, [NewDelivery("sheet")])
+    window = {"since": T0, "until": T0 + timedelta(hours=1)}
+    assert await ids(store, **window) == [late.id]
+    assert await ids(store, text="window", **window) == [late.id]
+    assert await ids(store, text="window", since=T0 + timedelta(hours=2)) == [
+        m.id for m in reversed(newer)]
+    assert await ids(store, until=T0 - timedelta(hours=1)) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alertpipe import jsoncodec
@@ -31,6 +32,10 @@ async def test_messages_stored_before_the_index_are_found_by_text(tmp_path: Path
         page = await store.search_messages(MessageQuery(text="hopper 12.50"))
         assert [s.message.body["order_id"] for s in page.messages] == ["OLD-7"]
         assert page.messages[0].message.ref is None  # no key was recorded then
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)  # its time mark was filled in too
+        window = await store.search_messages(MessageQuery(
+            text="hopper", since=epoch, until=epoch + timedelta(minutes=1)))
+        assert [s.message.body["order_id"] for s in window.messages] == ["OLD-7"]
     finally:
         await store.close()
 

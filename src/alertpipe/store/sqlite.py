@@ -277,6 +277,7 @@ class SQLiteStore:
             out.append(EnqueueResult(message_id=mid))
         if messages:
             conn.executemany(q.INSERT_MESSAGE, messages)
+            q.mark_times(conn, messages)
         if deliveries:
             conn.executemany(q.INSERT_DELIVERY, deliveries)
         if keyrows:

@@ -106,6 +106,15 @@ MIGRATIONS: list[str] = [
     CREATE TABLE fts_state (id INTEGER PRIMARY KEY CHECK (id = 1), indexed_upto INTEGER NOT NULL);
     INSERT INTO fts_state(id, indexed_upto) VALUES (1, 0);
     """,
+    """
+    CREATE TABLE time_marks (
+        minute INTEGER PRIMARY KEY,
+        min_rowid INTEGER NOT NULL,
+        max_rowid INTEGER NOT NULL
+    );
+    INSERT INTO time_marks(minute, min_rowid, max_rowid)
+        SELECT received_at / 60000000, MIN(rowid), MAX(rowid) FROM messages GROUP BY 1;
+    """,
 ]
 
 
@@ -403,6 +412,47 @@ def _unindex(conn: sqlite3.Connection, rows: Sequence[tuple[int, str]]) -> None:
         [(rowid, search_text(jsoncodec.loads(body))) for rowid, body in rows if rowid <= upto])
 
 
+# Which rowids hold the messages received in each minute: a search with a time window walks
+# only that rowid range of the text index (rowids follow commit order, not receipt order, so
+# the range is taken over every minute of the window: exact, never too narrow).
+MARK_TIMES = ("INSERT INTO time_marks(minute, min_rowid, max_rowid) VALUES (?, ?, ?) "
+              "ON CONFLICT(minute) DO UPDATE SET "
+              "min_rowid = MIN(min_rowid, excluded.min_rowid), "
+              "max_rowid = MAX(max_rowid, excluded.max_rowid)")
+
+
+def mark_times(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Record the rowids of message rows just inserted (their received_at at index 2) by
+    minute; call right after inserting ``rows`` with one executemany."""
+    last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    first = last - len(rows) + 1
+    marks: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        rowid = first + i
+        mark = marks.get(row[2] // 60_000_000)
+        if mark is None:
+            marks[row[2] // 60_000_000] = [rowid, rowid]
+        else:
+            mark[0] = min(mark[0], rowid)
+            mark[1] = max(mark[1], rowid)
+    conn.executemany(MARK_TIMES, [(m, lo, hi) for m, (lo, hi) in marks.items()])
+
+
+def _window(conn: sqlite3.Connection, since: int | None,
+            until: int | None) -> tuple[int, int] | None:
+    """The rowid range that holds every message received in [since, until); None if none."""
+    sql = "SELECT MIN(min_rowid), MAX(max_rowid) FROM time_marks WHERE 1 = 1"
+    args: list[Any] = []
+    if since is not None:
+        sql += " AND minute >= ?"
+        args.append(since // 60_000_000)
+    if until is not None:
+        sql += " AND minute <= ?"
+        args.append((until - 1) // 60_000_000)
+    lo, hi = conn.execute(sql, args).fetchone()
+    return None if lo is None else (lo, hi)
+
+
 def _having(status: str) -> str:
     """Messages with a delivery in ``status``, driven from the deliveries' partial indexes
     (these states are rare: the message rows are looked up by rowid, not scanned). The
@@ -442,6 +492,12 @@ def search(conn: sqlite3.Connection, *, channel: str | None, ref: str | None,
         source, position = "messages_fts f JOIN messages m ON m.rowid = f.rowid", "f.rowid"
         where.append("messages_fts MATCH ?")
         args.append(fts_query(text))
+    if since is not None or until is not None:
+        bounds = _window(conn, since, until)
+        if bounds is None:
+            return [], None
+        where.append(f"{position} BETWEEN ? AND ?")
+        args.extend(bounds)
     for cond, value in (("m.channel = ?", channel), ("m.ref = ?", ref),
                         ("m.received_at >= ?", since), ("m.received_at < ?", until),
                         (f"{position} < ?", after)):
