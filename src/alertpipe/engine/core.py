@@ -204,25 +204,23 @@ class Engine:
         outcome (use :meth:`outcome` to see whether all are final)."""
         self._refuse_if_stopped(channel)
         ch = self.channel(channel)
-        registered: list[str] = []
-
-        def register(message: Message) -> None:
-            if waiter is not None:
-                self._waiters.setdefault(message.id, set()).add(waiter)
+        registered: list[str] = []  # the message id, once known, when a waiter is watching
+        register = None
+        if waiter is not None:
+            def register(message: Message) -> None:
+                self.watch(message.id, waiter)
                 registered.append(message.id)
-
-        def unregister() -> None:
-            for mid in registered:
-                self.forget_waiter(mid, waiter)  # type: ignore[arg-type]  # set when registered
 
         backlog = self._check_backlog(ch)
         try:
             accepted = await ch.accept(body, raw, meta, before_commit=register, keys=keys)
         except BaseException:
-            unregister()
+            for mid in registered:
+                self.forget_waiter(mid, waiter)  # type: ignore[arg-type]  # set when registered
             raise
         if accepted.conflict is not None:  # nothing new was stored: nothing will be delivered
-            unregister()
+            for mid in registered:
+                self.forget_waiter(mid, waiter)  # type: ignore[arg-type]
         backlog.count += accepted.deliveries
         for dest in accepted.routes:
             w = self.workers.get((channel, dest))
@@ -299,6 +297,33 @@ class Engine:
         for mid in message_ids:
             for ev in self._waiters.get(mid, ()):
                 ev.set()
+
+    async def wait_final(self, message_id: str, timeout: float,
+                         event: asyncio.Event | None = None
+                         ) -> tuple[bool, StoredMessage | None]:
+        """Wait at most ``timeout`` s until every delivery of the message is final, woken by
+        the engine each time one records an outcome; return (final?, the message as last read).
+        ``event`` is one already registered (as :meth:`accept` does with ``waiter``); without
+        it one is registered and forgotten here."""
+        ev = event if event is not None else asyncio.Event()
+        if event is None:
+            self.watch(message_id, ev)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                ev.clear()  # before the read: an outcome recorded after it wakes the wait
+                done, stored = await self.outcome(message_id)
+                remaining = deadline - loop.time()
+                if done or remaining <= 0:
+                    return done, stored
+                try:
+                    await asyncio.wait_for(ev.wait(), timeout=remaining)
+                except TimeoutError:
+                    pass
+        finally:
+            if event is None:
+                self.forget_waiter(message_id, ev)
 
     async def outcome(self, message_id: str) -> tuple[bool, StoredMessage | None]:
         """(all deliveries final?, the stored message)."""

@@ -212,19 +212,9 @@ def _duplicate_answer(channel: str, key: MessageKey, stored_fp: str | None,
 
 async def _wait_for_outcome(engine: Engine, mid: str, event: asyncio.Event,
                             wait: float) -> Response:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        done, stored = await engine.outcome(mid)
-        if done and stored is not None:
-            return JSONResponse(outcome_body(stored), status_code=200)
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            body = outcome_body(stored) if stored else {"message_id": mid}
-            body["status"] = "accepted"
-            return JSONResponse(body, status_code=202)
-        event.clear()
-        try:
-            await asyncio.wait_for(event.wait(), timeout=remaining)
-        except TimeoutError:
-            pass
+    done, stored = await engine.wait_final(mid, wait, event)
+    if done and stored is not None:
+        return JSONResponse(outcome_body(stored), status_code=200)
+    body = outcome_body(stored) if stored else {"message_id": mid}
+    body["status"] = "accepted"
+    return JSONResponse(body, status_code=202)

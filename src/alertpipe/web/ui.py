@@ -298,22 +298,8 @@ class Dashboard:
     async def _settled(self, stored: StoredMessage, seconds: float) -> StoredMessage:
         """The message once every delivery is final, or as it is after ``seconds``: woken by
         the engine each time one of its deliveries records an outcome (``?wait=N``)."""
-        mid = stored.message.id
-        event = asyncio.Event()
-        self.engine.watch(mid, event)
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    done, now = await self.engine.outcome(mid)
-                    stored = now or stored
-                    if done:
-                        return stored
-                    await event.wait()
-                    event.clear()
-        except TimeoutError:
-            return await self.engine.store.get_message(mid) or stored
-        finally:
-            self.engine.forget_waiter(mid, event)
+        _, now = await self.engine.wait_final(stored.message.id, seconds)
+        return now or stored
 
     def _request_summary(self, stored: StoredMessage, d: DeliveryRecord) -> str:
         """What the delivery sends, in a line: the destination's own description (never a

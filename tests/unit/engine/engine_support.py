@@ -78,15 +78,9 @@ def settings(**channel: Any) -> AppSettings:
 
 async def settle(engine: Engine, message_id: str, timeout: float = 5.0) -> None:
     """Wait (on the engine's own outcome events) until every delivery is final."""
-    ev = asyncio.Event()
-    engine._waiters.setdefault(message_id, set()).add(ev)
-    try:
-        async with asyncio.timeout(timeout):
-            while not (await engine.outcome(message_id))[0]:
-                await ev.wait()
-                ev.clear()
-    finally:
-        engine.forget_waiter(message_id, ev)
+    done, _ = await engine.wait_final(message_id, timeout)
+    if not done:
+        raise TimeoutError(f"message {message_id} not final within {timeout} s")
 
 
 @pytest.fixture

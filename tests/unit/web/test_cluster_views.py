@@ -34,10 +34,9 @@ async def settled(engines: tuple[Engine, Engine], mid: str) -> None:
     for e in engines:
         e.watch(mid, ev)
     try:
-        async with asyncio.timeout(5):
-            while not (await engines[0].outcome(mid))[0]:
-                await ev.wait()
-                ev.clear()
+        done, _ = await engines[0].wait_final(mid, 5, ev)
+        if not done:
+            raise TimeoutError(f"message {mid} not final within 5 s")
     finally:
         for e in engines:
             e.forget_waiter(mid, ev)

@@ -85,16 +85,10 @@ def dest(engine: Engine, name: str, channel: str = "orders") -> WebRecorder:
 
 
 async def settle(engine: Engine, message_id: str, timeout: float = 5.0) -> None:
-    """Wait, on the engine's own outcome events, until every delivery of a message is final."""
-    ev = asyncio.Event()
-    engine._waiters.setdefault(message_id, set()).add(ev)
-    try:
-        async with asyncio.timeout(timeout):
-            while not (await engine.outcome(message_id))[0]:
-                await ev.wait()
-                ev.clear()
-    finally:
-        engine.forget_waiter(message_id, ev)
+    """Wait (on the engine's own outcome events) until every delivery is final."""
+    done, _ = await engine.wait_final(message_id, timeout)
+    if not done:
+        raise TimeoutError(f"message {message_id} not final within {timeout} s")
 
 
 async def post_order(client: httpx.AsyncClient, order_id: str, amount: str = "10",
