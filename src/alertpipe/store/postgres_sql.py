@@ -26,7 +26,7 @@ from alertpipe.store.base import (
     StoredMessage,
 )
 from alertpipe.store.search import _WORD as WORD  # one definition of a word, search's
-from alertpipe.store.search import search_text
+from alertpipe.store.search import given, search_text
 
 Conn = AsyncConnection[Any]
 
@@ -355,21 +355,10 @@ async def load_delivery(conn: Conn, delivery_id: int) -> DeliveryRecord | None:
 
 async def list_stored(conn: Conn, channel: str | None, limit: int, before: datetime | None,
                       since: datetime | None, until: datetime | None) -> list[StoredMessage]:
-    sql = "SELECT id FROM messages WHERE true"
-    args: list[Any] = []
-    if channel is not None:
-        sql += " AND channel = %s"
-        args.append(channel)
-    if before is not None:
-        sql += " AND received_at < %s"
-        args.append(before)
-    if since is not None:
-        sql += " AND received_at >= %s"
-        args.append(since)
-    if until is not None:
-        sql += " AND received_at < %s"
-        args.append(until)
-    sql += " ORDER BY received_at DESC, id DESC LIMIT %s"
+    conds, args = given((("channel = %s", channel), ("received_at < %s", before),
+                         ("received_at >= %s", since), ("received_at < %s", until)))
+    sql = ("SELECT id FROM messages WHERE " + " AND ".join(["true", *conds])
+           + " ORDER BY received_at DESC, id DESC LIMIT %s")
     args.append(limit)
     cur = await conn.execute(sql, args)
     return await load_stored(conn, [r[0] for r in await cur.fetchall()])
@@ -520,13 +509,8 @@ async def search(conn: Conn, *, channel: str | None, ref: str | None, state: str
                  limit: int) -> tuple[list[StoredMessage], int | None]:
     """One page of a search, newest (highest ``seq``) first: (messages, the ``seq`` to continue
     below, or None on the last page)."""
-    where: list[str] = []
-    args: list[Any] = []
-    for cond, value in (("m.channel = %s", channel), ("m.ref = %s", ref),
-                        ("m.received_at >= %s", since), ("m.received_at < %s", until)):
-        if value is not None:
-            where.append(cond)
-            args.append(value)
+    where, args = given((("m.channel = %s", channel), ("m.ref = %s", ref),
+                         ("m.received_at >= %s", since), ("m.received_at < %s", until)))
     window = [c for c in where if c.startswith("m.received_at")]
     window_args = [v for v in (since, until) if v is not None]
     query = tsquery(text) if text else None

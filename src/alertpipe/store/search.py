@@ -88,6 +88,18 @@ def check_state(state: str | None) -> None:
                          + ", ".join(MESSAGE_STATES))
 
 
+def given(conditions: Iterable[tuple[str, Any]]) -> tuple[list[str], list[Any]]:
+    """The SQL conditions whose value is given (not None), and those values, in order: the
+    optional filters of a query, in either store's placeholder style."""
+    sql: list[str] = []
+    args: list[Any] = []
+    for cond, value in conditions:
+        if value is not None:
+            sql.append(cond)
+            args.append(value)
+    return sql, args
+
+
 def encode_cursor(position: int) -> str:
     return f"p{position}"
 

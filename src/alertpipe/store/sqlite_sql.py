@@ -17,7 +17,7 @@ from alertpipe.store.base import (
     RatePoint,
     StoredMessage,
 )
-from alertpipe.store.search import fts_query, search_text
+from alertpipe.store.search import fts_query, given, search_text
 
 MIGRATIONS: list[str] = [
     """
@@ -288,21 +288,10 @@ def load_delivery(conn: sqlite3.Connection, delivery_id: int) -> DeliveryRecord 
 def list_stored(conn: sqlite3.Connection, channel: str | None, limit: int,
                 before: int | None, since: int | None = None,
                 until: int | None = None) -> list[StoredMessage]:
-    sql = "SELECT id FROM messages WHERE 1 = 1"
-    args: list[Any] = []
-    if channel is not None:
-        sql += " AND channel = ?"
-        args.append(channel)
-    if before is not None:
-        sql += " AND received_at < ?"
-        args.append(before)
-    if since is not None:
-        sql += " AND received_at >= ?"
-        args.append(since)
-    if until is not None:
-        sql += " AND received_at < ?"
-        args.append(until)
-    sql += " ORDER BY received_at DESC, id DESC LIMIT ?"
+    conds, args = given((("channel = ?", channel), ("received_at < ?", before),
+                         ("received_at >= ?", since), ("received_at < ?", until)))
+    sql = ("SELECT id FROM messages WHERE " + " AND ".join(["1 = 1", *conds])
+           + " ORDER BY received_at DESC, id DESC LIMIT ?")
     args.append(limit)
     out = []
     for (mid,) in conn.execute(sql, args).fetchall():
@@ -498,12 +487,11 @@ def search(conn: sqlite3.Connection, *, channel: str | None, ref: str | None,
             return [], None
         where.append(f"{position} BETWEEN ? AND ?")
         args.extend(bounds)
-    for cond, value in (("m.channel = ?", channel), ("m.ref = ?", ref),
-                        ("m.received_at >= ?", since), ("m.received_at < ?", until),
-                        (f"{position} < ?", after)):
-        if value is not None:
-            where.append(cond)
-            args.append(value)
+    conds, values = given((("m.channel = ?", channel), ("m.ref = ?", ref),
+                           ("m.received_at >= ?", since), ("m.received_at < ?", until),
+                           (f"{position} < ?", after)))
+    where += conds
+    args += values
     if state is not None:
         where.append(_STATE_SQL[state])
     if destination is not None:
