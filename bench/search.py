@@ -72,7 +72,7 @@ def build(path: Path, n: int) -> float:
             mid = new_message_id()
             msgs.append((mid, "orders", at, jsoncodec.dumps(body), b"", "{}", "accepted",
                          body["order_id"]))
-            texts.append((search_text(body), mid))
+            texts.append(search_text(body))
             targets = [("audit_sheet", None)] + ([("oncall_sms", "+15550100")]
                                                  if body["high_value"] else [])
             for dest, target in targets:
@@ -81,7 +81,8 @@ def build(path: Path, n: int) -> float:
                              at, at, at + 500_000, "SM1" if dest == "oncall_sms" else None))
         conn.execute("BEGIN")
         conn.executemany(q.INSERT_MESSAGE, msgs)
-        q.index_texts(conn, texts)
+        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        q.index_texts(conn, list(enumerate(texts, start=last - len(msgs) + 1)))
         first = conn.execute("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetchone()[0] + 1
         conn.executemany(
             "INSERT INTO deliveries(message_id, channel, destination, target, status, attempts, "

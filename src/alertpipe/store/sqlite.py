@@ -74,10 +74,6 @@ def now_us() -> int:
     return to_us(datetime.now(UTC))
 
 
-def _index_texts(conn: sqlite3.Connection, texts: list[tuple[str, str]]) -> None:
-    q.index_texts(conn, texts)
-
-
 class SQLiteStore:
     """The SQLite implementation of the Store protocol."""
 
@@ -88,7 +84,7 @@ class SQLiteStore:
         self.path = Path(path)
         self._busy = busy_timeout_ms
         self._commit_interval = commit_interval
-        self._texts: list[tuple[str, str]] = []  # (search text, message id), committed ones
+        self._texts: list[tuple[int, str]] = []  # (rowid, search text) of committed messages
         self._text_timer: asyncio.TimerHandle | None = None
         self._text_flush: asyncio.Task[None] | None = None
 
@@ -195,21 +191,21 @@ class SQLiteStore:
                  for d in deliveries]
 
         try:
-            result = await self._writer_or_fail().submit_batched(
+            result, rowid = await self._writer_or_fail().submit_batched(
                 self._enqueue_batch, (message.channel, row, drows, keys))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"store write failed: {exc}") from exc
-        if result.created:
-            self._text_waiting(search_text(message.body), message.id)
+        if rowid:
+            self._text_waiting(rowid, search_text(message.body))
         return result
 
     # -- the text index -------------------------------------------------------------------
-    def _text_waiting(self, text: str, message_id: str) -> None:
+    def _text_waiting(self, rowid: int, text: str) -> None:
         """A committed message's search text joins the next batch for the text index. One
         FTS5 insert per message costs several times what one insert per batch does, so the
         texts wait (at most TEXT_BATCH of them, or TEXT_WAIT seconds) and go in together, in a
         write of their own; a text search first writes whatever waits, so it misses nothing."""
-        self._texts.append((text, message_id))
+        self._texts.append((rowid, text))
         if len(self._texts) >= TEXT_BATCH:
             self._flush_texts_soon()
         elif self._text_timer is None:
@@ -228,7 +224,7 @@ class SQLiteStore:
             while self._texts:
                 batch, self._texts = self._texts[:TEXT_BATCH], self._texts[TEXT_BATCH:]
                 try:
-                    await self._write(functools.partial(_index_texts, texts=batch))
+                    await self._write(functools.partial(q.index_texts, texts=batch))
                 except (StoreUnavailable, sqlite3.Error) as exc:
                     self._texts[:0] = batch  # kept, in order, for the next flush
                     log.warning("text index not updated: %s", exc)
@@ -246,16 +242,17 @@ class SQLiteStore:
                 await self._text_flush
 
     def _enqueue_batch(self, conn: sqlite3.Connection,
-                       items: list[_Intake]) -> list[EnqueueResult]:
+                       items: list[_Intake]) -> list[tuple[EnqueueResult, int]]:
         """Every intake of one group with one statement per table: the keys are looked up at
         once, and a key taken by an earlier message of the batch counts as held, exactly as if
-        the messages had been written one after the other."""
+        the messages had been written one after the other. Each intake's answer comes with the
+        rowid of its new message row (0 when none was written), which the text index uses."""
         now = now_us()
         if self._prune_due():
             conn.execute(q.PRUNE_KEYS, (now,))
         wanted = [(channel, k.kind, k.key) for channel, _, _, keys in items for k in keys]
         held = q.find_keys(conn, wanted, now) if wanted else {}
-        out: list[EnqueueResult] = []
+        out: list[tuple[EnqueueResult, int]] = []
         messages: list[tuple[Any, ...]] = []
         deliveries: list[tuple[Any, ...]] = []
         keyrows: list[tuple[Any, ...]] = []
@@ -264,8 +261,8 @@ class SQLiteStore:
                              if (channel, k.kind, k.key) in held), None)
             if conflict is not None:
                 k, (mid, fp) = conflict
-                out.append(EnqueueResult(message_id=mid, created=False, conflict=k,
-                                         fingerprint=fp))
+                out.append((EnqueueResult(message_id=mid, created=False, conflict=k,
+                                          fingerprint=fp), 0))
                 continue
             mid = row[0]
             for k in keys:
@@ -274,10 +271,13 @@ class SQLiteStore:
                                 now + int(k.ttl_seconds * 1e6)))
             messages.append(row)
             deliveries.extend(drows)
-            out.append(EnqueueResult(message_id=mid))
+            out.append((EnqueueResult(message_id=mid), len(messages)))
         if messages:
             conn.executemany(q.INSERT_MESSAGE, messages)
-            q.mark_times(conn, messages)
+            # one executemany of plain INSERTs into a rowid table: consecutive rowids
+            first = conn.execute("SELECT last_insert_rowid()").fetchone()[0] - len(messages) + 1
+            q.mark_times(conn, messages, first)
+            out = [(r, first + n - 1 if n else 0) for r, n in out]
         if deliveries:
             conn.executemany(q.INSERT_DELIVERY, deliveries)
         if keyrows:

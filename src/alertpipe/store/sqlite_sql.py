@@ -363,16 +363,16 @@ def rates(conn: sqlite3.Connection, channel: str, since: int) -> list[RatePoint]
 
 # -- search, text index, retention -----------------------------------------------------------
 FTS_MIGRATION = 5  # the migration that created the text index
-INDEX_TEXT = "INSERT INTO messages_fts(rowid, text) SELECT rowid, ? FROM messages WHERE id = ?"
+INDEX_TEXT = "INSERT INTO messages_fts(rowid, text) VALUES (?, ?)"
 
 
-def index_texts(conn: sqlite3.Connection, texts: Sequence[tuple[str, str]]) -> None:
-    """Add (text, message id) pairs, oldest first, to the text index and move its watermark
-    (the highest rowid indexed) to the last of them."""
+def index_texts(conn: sqlite3.Connection, texts: Sequence[tuple[int, str]]) -> None:
+    """Add (message rowid, text) pairs, oldest first, to the text index and move its watermark
+    (the highest rowid indexed) to the last of them. The rowids come from the intake that
+    wrote the rows: looking each one up by message id here cost more than the index write."""
     conn.executemany(INDEX_TEXT, texts)
-    conn.execute("UPDATE fts_state SET indexed_upto = MAX(indexed_upto, "
-                 "COALESCE((SELECT rowid FROM messages WHERE id = ?), 0)) WHERE id = 1",
-                 (texts[-1][1],))
+    conn.execute("UPDATE fts_state SET indexed_upto = MAX(indexed_upto, ?) WHERE id = 1",
+                 (max(rowid for rowid, _ in texts),))
 
 
 def index_missing(conn: sqlite3.Connection) -> int:
@@ -384,8 +384,8 @@ def index_missing(conn: sqlite3.Connection) -> int:
                        "ORDER BY rowid", (upto,))
     last = upto
     while rows := cur.fetchmany(2000):
-        conn.executemany("INSERT INTO messages_fts(rowid, text) VALUES (?, ?)",
-                         [(r[0], search_text(jsoncodec.loads(r[1]))) for r in rows if not r[2]])
+        conn.executemany(INDEX_TEXT, [(r[0], search_text(jsoncodec.loads(r[1])))
+                                      for r in rows if not r[2]])
         n += len(rows)
         last = rows[-1][0]
     conn.execute("UPDATE fts_state SET indexed_upto = ? WHERE id = 1", (last,))
@@ -410,11 +410,9 @@ MARK_TIMES = ("INSERT INTO time_marks(minute, min_rowid, max_rowid) VALUES (?, ?
               "max_rowid = MAX(max_rowid, excluded.max_rowid)")
 
 
-def mark_times(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+def mark_times(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], first: int) -> None:
     """Record the rowids of message rows just inserted (their received_at at index 2) by
-    minute; call right after inserting ``rows`` with one executemany."""
-    last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-    first = last - len(rows) + 1
+    minute; ``rows`` went in with one executemany, and ``first`` is the rowid of the first."""
     marks: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
         rowid = first + i
