@@ -17,10 +17,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from alertpipe.config.model import ApiKeySettings
+from alertpipe.intake_request import IntakeRequest
 
 
 def hash_key(key: str) -> str:
@@ -33,7 +33,7 @@ def new_key() -> tuple[str, str]:
     return key, hash_key(key)
 
 
-def presented_key(request: Request) -> str | None:
+def presented_key(request: IntakeRequest) -> str | None:
     key = request.headers.get("x-api-key")
     if key:
         return key
@@ -60,7 +60,7 @@ class Authenticator:
                 found = k
         return found
 
-    def check(self, request: Request, right: str, channel: str | None) -> Response | str:
+    def check(self, request: IntakeRequest, right: str, channel: str | None) -> Response | str:
         """A 401/403 response, or the caller's identity (key id, or the client address)."""
         address = request.client.host if request.client else "unknown"
         if not self.enabled:

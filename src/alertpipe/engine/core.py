@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from starlette.requests import Request
 from starlette.responses import Response
 
 from alertpipe.auth import Authenticator, ClientRateLimiter, too_many
@@ -25,6 +24,7 @@ from alertpipe.engine.pacing import Pacers
 from alertpipe.engine.retention import Retention
 from alertpipe.engine.worker import DestinationWorker
 from alertpipe.errors import Backpressure, StoreError, UsageError
+from alertpipe.intake_request import IntakeRequest
 from alertpipe.logs import bind as bind_log_fields
 from alertpipe.message import Message, utcnow
 from alertpipe.metrics import EngineMetrics
@@ -255,7 +255,7 @@ class Engine:
             backlog.read_at = loop.time()
             backlog.refresh = None
 
-    def gate(self, request: Request, channel: str, cfg: Any) -> Response | str:
+    def gate(self, request: IntakeRequest, channel: str, cfg: Any) -> Response | str:
         """API key and per-client rate limit for an ingest request: a 401/403/429 response, or
         the client's identity."""
         who = self.auth.check(request, "ingest", channel)

@@ -241,8 +241,12 @@ def _translate(exc: ValidationError) -> list[FieldError]:
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:
-    out = {name: getattr(model, name) for name in type(model).model_fields}
-    out.update(model.model_extra or {})
+    """The model's fields in declared order, then its extra fields (a model keeps the fields
+    in its ``__dict__``; reading that is several times cheaper than a getattr per field)."""
+    out = dict(model.__dict__)
+    extra = model.__pydantic_extra__
+    if extra:
+        out.update(extra)
     return out
 
 

@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from alertpipe.errors import Backpressure, StoreUnavailable, ValidationFailed
+from alertpipe.intake_request import IntakeRequest
 from alertpipe.steps.expr import ExprError
 from alertpipe.store.base import MessageKey, StoredMessage
 
@@ -97,7 +97,7 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
+async def read_limited(request: IntakeRequest, limit: int) -> bytes:
     """The raw body, refusing (BodyTooLarge) as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -140,7 +140,7 @@ def fingerprint(raw: bytes) -> str:
 
 
 async def accept_and_answer(
-        engine: Engine, channel: str, request: Request, body: dict[str, Any], raw: bytes,
+        engine: Engine, channel: str, request: IntakeRequest, body: dict[str, Any], raw: bytes,
         meta: Mapping[str, Any], *, keys: Sequence[MessageKey] = (),
         log_extra: Callable[[], Mapping[str, Any]] | None = None) -> Response:
     """Commit one parsed message and answer the client."""
@@ -181,10 +181,23 @@ async def accept_and_answer(
     return accepted_response(mid)
 
 
+class AcceptedResponse(Response):
+    """``202 {"status":"accepted","message_id":…}`` (the id is a UUID: nothing to escape), its
+    two headers written directly rather than assembled by ``Response.init_headers``: the answer
+    to almost every intake request."""
+
+    media_type = "application/json"
+
+    def __init__(self, mid: str) -> None:
+        self.status_code = 202
+        self.background = None
+        self.body = b'{"status":"accepted","message_id":"%s"}' % mid.encode()
+        self.raw_headers = [(b"content-length", b"%d" % len(self.body)),
+                            (b"content-type", b"application/json")]
+
+
 def accepted_response(mid: str) -> Response:
-    """``202 {"status":"accepted","message_id":…}`` (the id is a UUID: nothing to escape)."""
-    return Response(b'{"status":"accepted","message_id":"%s"}' % mid.encode(), status_code=202,
-                    media_type="application/json")
+    return AcceptedResponse(mid)
 
 
 def _count(engine: Engine, channel: str, outcome: str, reason: str) -> None:

@@ -17,12 +17,12 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alertpipe.errors import MalformedInput
+from alertpipe.intake_request import BareRequest, IntakeRequest
 from alertpipe.sources.base import (
     BodyTooLarge,
     Source,
@@ -62,21 +62,13 @@ class HttpJsonSource(Source):
         endpoint = self.endpoint(engine)
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            started = False
-
-            async def tracked(message: Message) -> None:
-                nonlocal started
-                started = True
-                await send(message)
-
             try:
-                response = await endpoint(Request(scope, receive))
-                await response(scope, receive, tracked)
+                response = await endpoint(BareRequest(scope, receive))
             except Exception:
                 log.exception("intake failed", extra={"channel": self.channel})
-                if not started:
-                    await reject(500, "internal_error", "the request could not be handled; "
-                                 "nothing was stored")(scope, receive, send)
+                response = reject(500, "internal_error", "the request could not be handled; "
+                                  "nothing was stored")
+            await response(scope, receive, send)
 
         return self.config.path, app
 
@@ -84,7 +76,7 @@ class HttpJsonSource(Source):
         cfg: HttpJsonConfig = self.config
         channel = self.channel
 
-        async def endpoint(request: Request) -> Response:
+        async def endpoint(request: IntakeRequest) -> Response:
             gate = engine.gate(request, channel, cfg)
             if isinstance(gate, Response):
                 return gate
