@@ -50,6 +50,7 @@ The same mapping (and the same single 401 refresh) applies to the read-back requ
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -85,6 +86,7 @@ log = logging.getLogger(__name__)
 DEFAULT_COLUMNS = ["received_at", "message_id", "order_id", "customer", "amount", "currency",
                    "high_value"]
 #: ``Sent.detail`` of a delivery found in the sheet by the read-back (counted by the engine).
+ROWS_PER_TURN = 100  # rows built between two turns of the event loop
 READ_BACK_DETAIL = "already in the sheet (found by read-back after an ambiguous failure)"
 
 
@@ -183,7 +185,11 @@ class GoogleSheetsDestination(Destination):
                 if d.message.id in found else next(appended) for d in deliveries]
 
     async def _append_rows(self, deliveries: Sequence[Delivery]) -> list[Sent]:
-        rows = [self.row(d.message) for d in deliveries]
+        rows: list[list[Any]] = []
+        for start in range(0, len(deliveries), ROWS_PER_TURN):
+            if start:  # a batch of 500 rows takes ms to build: let intake run in between
+                await asyncio.sleep(0)
+            rows += [self.row(d.message) for d in deliveries[start:start + ROWS_PER_TURN]]
         content = jsoncodec.dumps(
             {"range": self.config.range, "majorDimension": "ROWS", "values": rows}
         ).encode("utf-8")

@@ -250,8 +250,6 @@ class DestinationWorker:
         elif all(isinstance(o, RetryableError) and not o.throttled for o in outcomes):
             self.breaker.record_failure()
         batch = f" (one request for {len(group)})" if len(group) > 1 else ""
-        results = [self._result(d, o, started, finished, batch)
-                   for d, o in zip(group, outcomes, strict=True)]
         delivered = [d.message.id for d, o in zip(group, outcomes, strict=True)
                      if isinstance(o, Sent)]
         if delivered:  # one line per send, not per message: a batch carries up to 500 ids
@@ -261,9 +259,15 @@ class DestinationWorker:
                                          "count": len(delivered), **ids,
                                          "seconds": round((finished - started).total_seconds(),
                                                           3)})
-        # In slices, so that intake commits are not held behind one large transaction.
-        for start in range(0, len(results), RECORD_SLICE):
-            await self.store.record(results[start:start + RECORD_SLICE])
+        # In slices, made and recorded one after the other, so that intake is not held up
+        # behind one large transaction (or the making of 500 attempt results).
+        results: list[AttemptResult] = []
+        for start in range(0, len(group), RECORD_SLICE):
+            part = [self._result(d, o, started, finished, batch)
+                    for d, o in zip(group[start:start + RECORD_SLICE],
+                                    outcomes[start:start + RECORD_SLICE], strict=True)]
+            await self.store.record(part)
+            results += part
         if self.metrics is not None:
             self.metrics.record(group, results)
         self._inflight.difference_update(d.id for d in group)
