@@ -85,6 +85,17 @@ class Service:
                 total += t.user + t.system
         return total
 
+    def main_thread_cpu_seconds(self) -> float:
+        """user + system CPU of the root process's main thread alone (for the engine: the
+        event loop; its other threads are the commit thread and the reader)."""
+        try:
+            for t in psutil.Process(self.pid).threads():
+                if t.id == self.pid:
+                    return float(t.user_time + t.system_time)
+        except psutil.Error:
+            pass
+        return 0.0
+
     def peak_rss_mb(self) -> float:
         """VmHWM (peak resident set) summed over the process tree, in MiB."""
         total_kb = 0

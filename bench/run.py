@@ -163,13 +163,16 @@ class Bench:
         if self.args.warmup > 0:
             self.wrk(svc, f"{label}-warmup", seconds=self.args.warmup, rate=rate,
                      loadgen_cpus=layout["loadgen"])
-        cpu0 = svc.cpu_seconds()
+        cpu0, main0 = svc.cpu_seconds(), svc.main_thread_cpu_seconds()
         res = self.wrk(svc, label, seconds=seconds, rate=rate, loadgen_cpus=layout["loadgen"])
-        cpu = svc.cpu_seconds() - cpu0
+        cpu, main = svc.cpu_seconds() - cpu0, svc.main_thread_cpu_seconds() - main0
         out = res.summary()
         out["server_cpu_s"] = round(cpu, 3)
         out["server_cpu_cores"] = round(cpu / res.duration_s, 3)
         out["cpu_us_per_msg"] = round(cpu * 1e6 / max(1, res.accepted), 1)
+        if len(svc.tree()) == 1:  # one process: its main thread (the event loop) apart from
+            # its other threads (the engine's commit and reader threads)
+            out["main_thread_us_per_msg"] = round(main * 1e6 / max(1, res.accepted), 1)
         out["peak_rss_mb"] = round(svc.peak_rss_mb(), 1)
         if rate:
             out["target_rps"] = round(rate, 1)
@@ -185,6 +188,18 @@ class Bench:
         svc = self.start_ceiling(server, layout["server"])
         try:
             return self.measured(svc, f"ceiling-{server}", layout=layout, seconds=seconds)
+        finally:
+            svc.stop()
+
+    def ceiling_half(self, max_rps: float) -> dict[str, Any]:
+        """The ceiling at half its maximum rate, on the half-rate run's fixed schedule: what the
+        HTTP layer alone costs, and its latency, when requests arrive paced rather than in a
+        burst (the engine's half-rate row is read against it)."""
+        rate = max_rps / 2
+        log(f"ceiling (uvicorn) at half its maximum rate: {rate:,.0f} req/s")
+        svc = self.start_ceiling("uvicorn", self.layout["server"])
+        try:
+            return self.measured(svc, "ceiling-uvicorn-half", rate=rate)
         finally:
             svc.stop()
 
@@ -320,6 +335,7 @@ class Bench:
         self.start_emulator()
         r["ceiling"] = {"uvicorn": self.ceiling("uvicorn", self.layout),
                         "granian": self.ceiling("granian", self.layout)}
+        r["ceiling"]["uvicorn_half"] = self.ceiling_half(r["ceiling"]["uvicorn"]["rps"])
         r["alertpipe"] = {"max": self.alertpipe_max(self.layout)}
         r["alertpipe"]["half_rate"] = self.alertpipe_half(r["alertpipe"]["max"]["rps"])
         r["alertpipe"]["e2e"] = self.end_to_end()
