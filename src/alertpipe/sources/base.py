@@ -171,14 +171,15 @@ async def accept_and_answer(
         return _duplicate_answer(channel, accepted.conflict, accepted.fingerprint, mid,
                                  engine.metrics.intake[channel])
     engine.metrics.intake[channel].accepted += 1  # the one metric on the hot path: an int
-    log.debug("accepted", extra={"message_id": mid, "channel": channel,
-                                 "routes": list(accepted.routes)})
+    if log.isEnabledFor(logging.DEBUG):  # the extra dict is built per message otherwise
+        log.debug("accepted", extra={"message_id": mid, "channel": channel,
+                                     "routes": list(accepted.routes)})
     if event is not None and wait:
         try:
             return await _wait_for_outcome(engine, mid, event, wait)
         finally:
             engine.forget_waiter(mid, event)
-    return accepted_response(mid)
+    return AcceptedResponse(mid)
 
 
 class AcceptedResponse(Response):
@@ -194,10 +195,6 @@ class AcceptedResponse(Response):
         self.body = b'{"status":"accepted","message_id":"%s"}' % mid.encode()
         self.raw_headers = [(b"content-length", b"%d" % len(self.body)),
                             (b"content-type", b"application/json")]
-
-
-def accepted_response(mid: str) -> Response:
-    return AcceptedResponse(mid)
 
 
 def _count(engine: Engine, channel: str, outcome: str, reason: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 from starlette.requests import ClientDisconnect, Request
 
 from alertpipe.intake_request import BareRequest
-from alertpipe.sources.base import BodyTooLarge, accepted_response, read_limited
+from alertpipe.sources.base import AcceptedResponse, BodyTooLarge, read_limited
 
 SCOPE: dict[str, Any] = {
     "type": "http", "method": "POST", "path": "/orders", "query_string": b"",
@@ -70,7 +70,7 @@ async def test_accepted_answer_on_the_wire() -> None:
         sent.append(message)
 
     mid = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
-    response = accepted_response(mid)
+    response = AcceptedResponse(mid)
     await response(SCOPE, receiver(), send)
     body = b'{"status":"accepted","message_id":"%s"}' % mid.encode()
     assert sent == [
