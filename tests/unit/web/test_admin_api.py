@@ -69,11 +69,11 @@ async def test_stopped_channel_refuses_intake_and_sends_nothing_until_started(
     other = await client.post("/refunds", json={"order_id": "S-2", "amount": "1"})
     assert other.status_code == 202  # only that channel stops
     # A resend while stopped is stored, and waits: its worker claims nothing.
-    sheet.sends.clear()
+    sheet.event.clear()
     r = await client.post(f"/api/messages/{mid}/resend", json={"destination": "sheet"})
     assert r.status_code == 202
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(sheet.sends.wait(), timeout=0.3)  # 6 poll intervals
+        await asyncio.wait_for(sheet.event.wait(), timeout=0.3)  # 6 poll intervals
     assert len(sheet.sent) == 1
     started = await client.post("/api/channels/orders/start")
     assert started.json() == {"name": "orders", "state": "running"}

@@ -3,22 +3,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import httpx
 import pytest
 
 from alertpipe.config.model import AppSettings
-from alertpipe.destinations import REGISTRY, Delivery, Destination, DestinationConfig, Sent
+from alertpipe.destinations import REGISTRY
 from alertpipe.engine import Engine
-from alertpipe.errors import DeliveryError
-from alertpipe.message import Message
-from alertpipe.store import MemoryStore
 from alertpipe.web import create_app
 from alertpipe.web.passwords import hash_password
+from recording import Recorder, running, settle
 
 PASSWORDS = {"vera": "viewer-password-1", "otto": "operator-password-1",
              "ada": "admin-password-1"}
@@ -26,34 +23,14 @@ ROLES = {"vera": "viewer", "otto": "operator", "ada": "admin"}
 # Cheap work factor for tests; the format and the check are the production ones.
 HASHES = {name: hash_password(pw, n=2**10) for name, pw in PASSWORDS.items()}
 SECRET = "s" * 40
+__all__ = ["WebRecorder", "client", "client_for", "csrf", "dest", "engine", "hidden", "login",
+           "post_order", "settings", "settle"]
 
 
-class WebRecorderConfig(DestinationConfig):
-    targets: list[str] = []
-
-
-class WebRecorder(Destination):
-    """Records sends; ``fail`` makes every send fail permanently (dead letters)."""
+class WebRecorder(Recorder):
+    """The Recorder under the type name the web tests' channels (and their assertions) use."""
 
     type_name: ClassVar[str] = "web_recorder"
-    Config: ClassVar[type[DestinationConfig]] = WebRecorderConfig
-
-    def __init__(self, name: str, config: Any) -> None:
-        super().__init__(name, config)
-        self.concurrency = 1
-        self.sent: list[Delivery] = []
-        self.fail: DeliveryError | None = None
-        self.sends = asyncio.Event()
-
-    def targets(self, message: Message) -> Sequence[str | None]:
-        return list(self.config.targets) or [None]
-
-    async def send_batch(self, deliveries: Sequence[Delivery]) -> list[Any]:
-        self.sends.set()
-        if self.fail is not None:
-            return [self.fail] * len(deliveries)
-        self.sent.extend(deliveries)
-        return [Sent(remote_id=f"r-{d.id}") for d in deliveries]
 
 
 REGISTRY["web_recorder"] = WebRecorder
@@ -84,13 +61,6 @@ def dest(engine: Engine, name: str, channel: str = "orders") -> WebRecorder:
     return d
 
 
-async def settle(engine: Engine, message_id: str, timeout: float = 5.0) -> None:
-    """Wait (on the engine's own outcome events) until every delivery is final."""
-    done, _ = await engine.wait_final(message_id, timeout)
-    if not done:
-        raise TimeoutError(f"message {message_id} not final within {timeout} s")
-
-
 async def post_order(client: httpx.AsyncClient, order_id: str, amount: str = "10",
                      channel_path: str = "/orders", **fields: Any) -> str:
     r = await client.post(channel_path, json={"order_id": order_id, "amount": amount, **fields})
@@ -100,12 +70,8 @@ async def post_order(client: httpx.AsyncClient, order_id: str, amount: str = "10
 
 @pytest.fixture
 async def engine() -> AsyncIterator[Engine]:
-    eng = Engine(settings(), store=MemoryStore())
-    await eng.start()
-    try:
+    async with running(settings()) as eng:
         yield eng
-    finally:
-        await eng.stop()
 
 
 def client_for(engine: Engine, base_url: str = "http://testserver") -> httpx.AsyncClient:
