@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from alertpipe.errors import DeliveryError, PermanentError, UsageError
 from alertpipe.message import Message
@@ -54,6 +54,15 @@ class DestinationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: str
+
+
+def optional_secret(value: Any) -> Any:
+    """A ``mode="before"`` validator body for an optional secret setting: a blank value (an unset
+    env var interpolates to "") means not set (None); anything but a string is refused."""
+    raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if raw is not None and not isinstance(raw, str):
+        raise ValueError("must be a string (quote it in YAML)")
+    return None if raw is None or not raw.strip() else value
 
 
 class Destination(abc.ABC):

@@ -74,7 +74,13 @@ from alertpipe.destinations._http import json_body, keep_ambiguous, transport_er
 from alertpipe.destinations._recipient_cap import RecipientWindow
 from alertpipe.destinations._sms_template import check_template, render
 from alertpipe.destinations._twilio_errors import PERMANENT_CODES, status_error
-from alertpipe.destinations.base import Delivery, Destination, DestinationConfig, Sent
+from alertpipe.destinations.base import (
+    Delivery,
+    Destination,
+    DestinationConfig,
+    Sent,
+    optional_secret,
+)
 from alertpipe.errors import (
     ConfigError,
     CredentialsError,
@@ -134,10 +140,7 @@ class TwilioSmsConfig(DestinationConfig):
     @field_validator("auth_token", "api_secret", mode="before")
     @classmethod
     def _blank_secret(cls, value: Any) -> Any:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if raw is not None and not isinstance(raw, str):
-            raise ValueError("must be a string (quote it in YAML)")
-        return None if raw is None or not raw.strip() else value
+        return optional_secret(value)
 
     @field_validator("account_sid")
     @classmethod

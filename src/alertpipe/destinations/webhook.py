@@ -39,7 +39,13 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator
 from alertpipe import jsoncodec
 from alertpipe.destinations import register
 from alertpipe.destinations._http import parse_retry_after, transport_error
-from alertpipe.destinations.base import Delivery, Destination, DestinationConfig, Sent
+from alertpipe.destinations.base import (
+    Delivery,
+    Destination,
+    DestinationConfig,
+    Sent,
+    optional_secret,
+)
 from alertpipe.errors import CredentialsError, PermanentError, RetryableError, UsageError
 
 EVENT_HEADER = "X-Alertpipe-Event-Id"
@@ -79,10 +85,7 @@ class WebhookDestinationConfig(DestinationConfig):
     @field_validator("secret", mode="before")
     @classmethod
     def _blank(cls, v: object) -> object:
-        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
-        if raw is not None and not isinstance(raw, str):
-            raise ValueError("must be a string (quote it in YAML)")
-        return None if raw is None or not raw.strip() else v
+        return optional_secret(v)
 
 
 @register
