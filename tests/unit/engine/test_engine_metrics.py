@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from alertpipe.engine import Engine
 from alertpipe.errors import PermanentError, RetryableError, StoreUnavailable
 from alertpipe.store import MemoryStore
 from alertpipe.web import create_app
+from recording import running
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -44,17 +46,18 @@ def dest(eng: Engine, name: str) -> Recorder:
     return d
 
 
+@asynccontextmanager
+async def serving(cfg: AppSettings) -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]:
+    """A started engine and an HTTP client on its app."""
+    async with running(cfg) as eng, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(eng)), base_url="http://test") as c:
+        yield c, eng
+
+
 @pytest.fixture
 async def api() -> AsyncIterator[tuple[httpx.AsyncClient, Engine]]:
-    eng = Engine(settings(), store=MemoryStore())
-    await eng.start()
-    c = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(eng)),
-                          base_url="http://test")
-    try:
-        yield c, eng
-    finally:
-        await c.aclose()
-        await eng.stop()
+    async with serving(settings()) as pair:
+        yield pair
 
 
 async def test_intake_outcomes_by_channel_outcome_and_reason(
@@ -94,11 +97,7 @@ async def test_refusals_at_the_gate_are_counted() -> None:
     cfg["engine"]["api_keys"] = [
         {"id": "shop", "sha256": hash_key(key), "rights": ["ingest", "read"]},
         {"id": "other", "sha256": hash_key("ap_other"), "channels": ["elsewhere"]}]
-    eng = Engine(AppSettings.model_validate(cfg), store=MemoryStore())
-    await eng.start()
-    c = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(eng)),
-                          base_url="http://test")
-    try:
+    async with serving(AppSettings.model_validate(cfg)) as (c, _):
         order = {"order_id": "G-1", "amount": "1"}
         assert (await c.post("/orders", json=order)).status_code == 401
         assert (await c.post("/orders", json=order,
@@ -111,9 +110,6 @@ async def test_refusals_at_the_gate_are_counted() -> None:
         for reason in ("unauthorized", "forbidden", "rate_limited"):
             assert value(s, "alertpipe_messages_received_total", channel="orders",
                          outcome="rejected", reason=reason) == 1, reason
-    finally:
-        await c.aclose()
-        await eng.stop()
 
 
 async def test_delivery_outcomes_latency_and_attempt_duration(
