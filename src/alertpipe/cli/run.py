@@ -9,7 +9,7 @@ import gc
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -88,13 +88,14 @@ def _on_signals(server: uvicorn.Server) -> None:
 
 async def serve(engine: Engine, sock: socket.socket,
                 server_box: list[uvicorn.Server] | None = None,
-                ready: asyncio.Event | None = None, *, announce: bool = False) -> None:
+                ready: asyncio.Event | None = None, *,
+                on_started: Callable[[str], None] | None = None) -> None:
     """Start the engine, serve HTTP on ``sock`` until told to exit, then stop gracefully:
     stop accepting, let in-flight deliveries finish (or release them), close the store.
 
     ``server_box`` receives the uvicorn server at once (set ``should_exit`` on it to stop);
-    ``ready`` is set once the engine has started and requests will be answered; ``announce``
-    (the ``run`` command) prints the URL and settles the heap (:func:`settle_heap`) first."""
+    ``ready`` is set once the engine has started and requests will be answered; ``on_started``
+    is called then with the URL (as the emulator's ``serve`` does)."""
     config = uvicorn.Config(create_app(engine), log_config=None, access_log=False,
                             lifespan="off", timeout_graceful_shutdown=5)
     server = _Server(config)
@@ -104,9 +105,8 @@ async def serve(engine: Engine, sock: socket.socket,
     await engine.start()
     host, port = sock.getsockname()[:2]
     log.info("listening", extra={"url": f"http://{host}:{port}"})
-    if announce:
-        settle_heap()
-        print(f"alertpipe listening on http://{host}:{port}", flush=True)
+    if on_started is not None:
+        on_started(f"http://{host}:{port}")
     if ready is not None:
         ready.set()
     try:
@@ -126,9 +126,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     http = settings.engine.http
     sock = bind(args.host or http.host, http.port if args.port is None else args.port)
+
+    def started(url: str) -> None:
+        settle_heap()
+        print(f"alertpipe listening on {url}", flush=True)
+
     try:
         import uvloop
-        uvloop.run(serve(engine, sock, announce=True))
+        uvloop.run(serve(engine, sock, on_started=started))
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        asyncio.run(serve(engine, sock, announce=True))
+        asyncio.run(serve(engine, sock, on_started=started))
     return 0
