@@ -92,3 +92,22 @@ async def test_an_interval_gathers_what_arrives_meanwhile_into_one_commit(tmp_pa
         assert gc.groups == 2 and gc.ops == 11
     finally:
         await gc.stop()
+
+
+async def test_a_full_group_does_not_wait_out_the_interval(tmp_path: Path) -> None:
+    gc: GroupCommitter[sqlite3.Connection] = GroupCommitter(lambda: _connect(tmp_path / "f.db"),
+                                                            interval=60.0, full_group=5)
+    await gc.start()
+    try:
+        await gc.submit(lambda c: c.execute("INSERT INTO t(k) VALUES (1)"))  # idle: at once
+        first = asyncio.ensure_future(gc.submit(lambda c: c.execute("INSERT INTO t(k) VALUES (2)")))
+        for _ in range(5):  # loop rounds (not a timed wait): the group is waiting out 60 s
+            await asyncio.sleep(0)
+        assert not first.done() and gc.groups == 1
+        more = [asyncio.ensure_future(
+            gc.submit(lambda c, k=k: c.execute("INSERT INTO t(k) VALUES (?)", (k,))))
+            for k in range(3, 7)]  # the fifth waiting operation fills the group: it goes now
+        await asyncio.wait_for(asyncio.gather(first, *more), timeout=30)
+        assert gc.groups == 2 and gc.ops == 6
+    finally:
+        await gc.stop()

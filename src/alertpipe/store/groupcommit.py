@@ -69,19 +69,24 @@ class GroupCommitter(Generic[C]):
     ``max_group`` bounds the operations in one transaction (and so the time one group holds the
     event loop); ``max_wait`` bounds how long a busy loop gathers operations for one group;
     ``interval`` is the least time between the starts of two groups (operations arriving
-    meanwhile join the next group).
+    meanwhile join the next group), except that ``full_group`` operations waiting start a group
+    at once: the interval is there to share a commit's fixed cost among many operations, and a
+    group that large already shares it (holding it back would only leave the loop idle while
+    every client waits for its answer).
     """
 
     def __init__(self, connect: Callable[[], C], *, begin: str = "BEGIN IMMEDIATE",
                  max_queue: int = 20_000, max_group: int = 500, max_wait: float = 0.01,
-                 interval: float = 0.0, name: str = "store-writer"):
+                 interval: float = 0.0, full_group: int = 32, name: str = "store-writer"):
         self._connect = connect
         self._begin = begin
         self._max_queue = max_queue
         self._max_group = max_group
         self._max_wait = max_wait
         self._interval = interval
+        self._full_group = full_group
         self._not_before = 0.0
+        self._timer: asyncio.TimerHandle | None = None  # the gathering group's wait, if any
         self._seen = 0
         self._gather_until = 0.0
         self._name = name
@@ -154,6 +159,10 @@ class GroupCommitter(Generic[C]):
             assert self._idle is not None
             self._idle.clear()
             self._gather()
+        elif self._timer is not None and len(self._pending) >= self._full_group:
+            self._timer.cancel()  # full enough: the group goes without waiting out the interval
+            self._timer = None
+            self._loop.call_soon(self._hop)
         return await fut
 
     # -- on the event loop ----------------------------------------------------------------
@@ -172,13 +181,18 @@ class GroupCommitter(Generic[C]):
 
     def _hop(self) -> None:
         assert self._loop is not None
+        self._timer = None
         n = len(self._pending)
+        if n == 0:  # nothing to wait for: idle (the next operation starts a group again)
+            self._next_group()
+            return
         if n < self._max_group:
             now = self._loop.time()
-            # The last commit started moments ago: gather until then. (A timer may fire up to a
-            # clock tick early, e.g. uvloop's 1 ms; within that, go now rather than spin.)
-            if now < self._not_before - TIMER_SLACK:
-                self._loop.call_at(self._not_before, self._hop)
+            # The last commit started moments ago: gather until then, unless the group is
+            # full enough already. (A timer may fire up to a clock tick early, e.g. uvloop's
+            # 1 ms; within that, go now rather than spin.)
+            if now < self._not_before - TIMER_SLACK and n < self._full_group:
+                self._timer = self._loop.call_at(self._not_before, self._hop)
                 return
             if self._seen < n and now < self._gather_until:
                 self._seen = n

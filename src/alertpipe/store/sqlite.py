@@ -55,12 +55,13 @@ log = logging.getLogger("alertpipe.store")
 KEY_PRUNE_INTERVAL = 60.0  # seconds
 TEXT_BATCH = 256  # search texts written to the text index together
 TEXT_WAIT = 1.0  # seconds a search text may wait for its batch
-# At most one commit per 8 ms: a commit costs ~300 µs of CPU (the WAL write, two system calls
-# per page, and the fsync) whatever it carries, so under a steady stream of requests this turns
-# many small commits into fewer larger ones, for at most 8 ms more latency. At 935 req/s (half the
-# benchmark's maximum) 3 ms gave ~3 messages per commit, 0.84-0.90 cores busy and a p99 of
-# 48-175 ms; 8 ms gave 0.78-0.85 cores and 27-44 ms. An idle store commits at once.
-COMMIT_INTERVAL = 0.008
+# At most one commit per 4 ms, unless 32 operations wait (GroupCommitter's full_group): a
+# commit has a fixed CPU cost (the WAL write, two system calls per page, and the fsync) whatever
+# it carries, so under a steady stream of requests this turns many small commits into fewer
+# larger ones, for at most 4 ms more latency. Measured (make bench's half-rate run, 2,900 req/s,
+# on the 2-core machine): 8 ms gave a p99 of 17-32 ms, 5 ms 14-24 ms, 4 ms 12-19 ms, 3 ms 17-20
+# ms and 2 ms 16-32 ms, both with more CPU per message. An idle store commits at once.
+COMMIT_INTERVAL = 0.004
 # one intake: (channel, message row + its search text, delivery rows, keys)
 _Intake = tuple[str, tuple[Any, ...], list[tuple[Any, ...]], Sequence[MessageKey]]
 
