@@ -201,7 +201,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"{s['high_value_share']:.0%} over $300. CPU layout: **{s['layout']}** "
         f"({_layout_text(s['layout_cpus'])}). One emulator process (Sheets quota 60 "
         f"writes/min) for every phase. **TWILIO_MAX_PER_MINUTE={s['twilio_max_per_minute']:,}** "
-        "for every engine run (a messaging service or short code, not a long code's 1 SMS/s). "
+        "for every engine run (a messaging service or short code, not a long code's 1 SMS/s), "
+        f"and **ALERTPIPE_MAX_PENDING={s.get('max_pending', 100_000):,}** (the channel's "
+        "backlog bound; the shipped 100,000 would answer 503 within a max-rate phase, since "
+        "Sheets' quota drains ~416 rows/s). "
         "End-to-end run only: the per-recipient SMS cap (30/hour, shipped default) is lifted "
         "(`ALERT_SMS_MAX_PER_HOUR=0`), else 470 of the 500 alerts would wait an hour by "
         "design.",
