@@ -51,6 +51,16 @@ async def test_find_by_business_key_exactly(store: Store) -> None:
     assert got.message.ref == "A-1001" and got.message.body["amount"] == Decimal("10.00")
 
 
+async def test_text_finds_each_of_many_messages_stored_at_once(store: Store) -> None:
+    # concurrent intakes share one transaction: each text must be indexed under its own row
+    import asyncio
+    names = ["Ada", "Brook", "Cyrus", "Dara", "Emil", "Fay", "Gus", "Hana", "Ivo", "Juno"]
+    msgs = [order(n, f"{name} Q{n:03d}") for n, name in enumerate(names * 4)]
+    await asyncio.gather(*(store.enqueue(m, [NewDelivery("sheet")]) for m in msgs))
+    for m in msgs[::3]:
+        assert await ids(store, text=m.body["customer_name"]) == [m.id]
+
+
 async def test_free_text_matches_word_prefixes_of_every_word(store: Store) -> None:
     jane, john, other = order(1001, "Jane Doe"), order(2002, "John Doe"), order(3003, "Mary Major")
     for m in (jane, john, other):

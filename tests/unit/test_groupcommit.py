@@ -111,3 +111,27 @@ async def test_a_full_group_does_not_wait_out_the_interval(tmp_path: Path) -> No
         assert gc.groups == 2 and gc.ops == 6
     finally:
         await gc.stop()
+
+
+async def test_a_bound_method_batches_its_items_together(tmp_path: Path) -> None:
+    # each `self.method` is a new bound-method object: items must still share one call
+    class Writer:
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def insert_all(self, conn: sqlite3.Connection, keys: list[int]) -> list[int]:
+            self.calls.append(len(keys))
+            conn.executemany("INSERT INTO t(k) VALUES (?)", [(k,) for k in keys])
+            return keys
+
+    gc: GroupCommitter[sqlite3.Connection] = GroupCommitter(lambda: _connect(tmp_path / "m.db"))
+    await gc.start()
+    writer = Writer()
+    try:
+        await gc.submit(lambda c: c.execute("INSERT INTO t(k) VALUES (0)"))
+        got = await asyncio.gather(*(gc.submit_batched(writer.insert_all, k)
+                                     for k in range(1, 31)))
+        assert got == list(range(1, 31))
+        assert writer.calls == [30]  # submitted in one loop round: one group, one call
+    finally:
+        await gc.stop()

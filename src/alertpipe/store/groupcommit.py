@@ -245,7 +245,7 @@ class GroupCommitter(Generic[C]):
                     i += 1
                     continue
                 j = i + 1
-                while j < n and group[j].batch is op.batch:
+                while j < n and group[j].batch == op.batch:  # bound methods: equal, not one object
                     j += 1
                 results.extend((v, None) for v in op.batch(conn, [o.item for o in group[i:j]]))
                 i = j
