@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -60,6 +61,14 @@ class DestinationWorker:
         self.paused = False  # set by Engine.stop_channel: claim nothing until cleared and woken
         self._inflight: set[int] = set()
         self.task: asyncio.Task[None] | None = None
+        # When the next delivery falls due, as the store last said (read at most once per poll
+        # interval, or sooner once that time has passed), and the earliest retry this worker
+        # has recorded since: a worker that idles after every message (an SMS at a time) does
+        # not ask the store each time. New work wakes it anyway (``wake``).
+        self._due: datetime | None = None
+        self._due_read_at = -math.inf
+        self._retry_at: datetime | None = None
+        self._drained = False  # the last step's claim took less than it asked for
 
     @property
     def alive(self) -> bool:
@@ -99,8 +108,8 @@ class DestinationWorker:
                           extra={"channel": self.channel, "destination": self.dest.name,
                                  "error": str(exc)})
                 worked = False
-            if not worked and not self._stopping:
-                await self._idle()
+            if (not worked or self._drained) and not self._stopping:
+                await self._idle()  # (a wake set meanwhile ends the wait at once)
 
     async def _idle(self) -> None:
         if self.leading is False:  # another instance sends: ask for the lock again next poll
@@ -115,17 +124,30 @@ class DestinationWorker:
             self.wake.clear()
             return
         timeout = self.poll
-        try:
-            due = await self.store.next_due(self.channel, self.dest.name)
-        except StoreError:
-            due = None
+        due = await self._next_due()
         if due is not None:
             timeout = min(self.poll, max(0.005, (due - utcnow()).total_seconds()))
         try:
-            await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
         except TimeoutError:
             pass
         self.wake.clear()
+
+    async def _next_due(self) -> datetime | None:
+        """When the next delivery falls due: the store's answer, kept for up to a poll interval
+        while it lies ahead, and any earlier retry this worker recorded since."""
+        now = asyncio.get_running_loop().time()
+        if (now - self._due_read_at >= self.poll
+                or (self._due is not None and self._due <= utcnow())):
+            try:
+                self._due = await self.store.next_due(self.channel, self.dest.name)
+            except StoreError:
+                self._due = None
+            self._due_read_at, self._retry_at = now, None
+        if self._due is None or self._retry_at is None:
+            return self._due or self._retry_at
+        return min(self._due, self._retry_at)
 
     async def _rest(self, seconds: float) -> None:
         """Wait ``seconds`` (work notifications do not cut it short), or until told to stop."""
@@ -181,12 +203,14 @@ class DestinationWorker:
         # In slices: one claim reads and decodes every message it takes, on the event loop, so
         # a whole batch at once would hold intake up for that long.
         batch: list[Delivery] = []
+        self._drained = False
         while len(batch) < limit:
             want = min(CLAIM_SLICE, limit - len(batch))
             got = await self.store.claim(self.channel, self.dest.name, want, self.lease,
                                          self.owner)
             batch += got
             if len(got) < want:
+                self._drained = True  # nothing more is due now: idle after this round
                 break
         if not batch:
             return False
@@ -268,6 +292,10 @@ class DestinationWorker:
                                     outcomes[start:start + RECORD_SLICE], strict=True)]
             await self.store.record(part)
             results += part
+        for r in results:
+            if r.outcome == "retry" and r.next_attempt_at is not None and (
+                    self._retry_at is None or r.next_attempt_at < self._retry_at):
+                self._retry_at = r.next_attempt_at
         if self.metrics is not None:
             self.metrics.record(group, results)
         self._inflight.difference_update(d.id for d in group)
