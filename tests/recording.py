@@ -25,7 +25,8 @@ class Recorder(Destination):
     """Records what it is sent. ``script`` holds errors for the next sends, one each; ``fail``,
     while set, fails every send with it (dead letters); ``poison`` is an order_id that makes a
     whole batch fail (400); ``hold``, while not set, makes sends wait (a slow remote); ``event``
-    is set at every send."""
+    is set at every send; ``not_ready`` is what :meth:`ready_in` answers (``asked`` is set each
+    time the worker asks)."""
 
     type_name: ClassVar[str] = "recorder"
     Config: ClassVar[type[DestinationConfig]] = RecorderConfig
@@ -41,6 +42,12 @@ class Recorder(Destination):
         self.poison: str | None = None
         self.hold: asyncio.Event | None = None
         self.event = asyncio.Event()
+        self.not_ready = 0.0
+        self.asked = asyncio.Event()
+
+    def ready_in(self) -> float:
+        self.asked.set()
+        return self.not_ready
 
     def targets(self, message: Message) -> Sequence[str | None]:
         return list(self.config.targets) or [None]

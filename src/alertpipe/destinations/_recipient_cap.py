@@ -49,6 +49,18 @@ class RecipientWindow:
         sends.append(now)
         return now
 
+    def wait(self, recipient: str) -> float:
+        """Seconds until ``recipient`` has a free slot (0: now, or no cap); takes none."""
+        if self.cap <= 0:
+            return 0.0
+        sends = self._sends.get(recipient)
+        if sends is None:
+            return 0.0
+        now = self.clock()
+        while sends and sends[0] <= now - self.period:
+            sends.popleft()
+        return max(0.0, sends[0] + self.period - now) if len(sends) >= self.cap else 0.0
+
     def release(self, recipient: str, stamp: float | None) -> None:
         """Give back a slot taken by :meth:`reserve` (the send did not happen)."""
         sends = self._sends.get(recipient)

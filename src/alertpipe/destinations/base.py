@@ -119,6 +119,12 @@ class Destination(abc.ABC):
         return f"{self.type_name}:{self.name}"
 
     # -- sending ---------------------------------------------------------------------------
+    def ready_in(self) -> float:
+        """Seconds until a send could go out at all (0: now). While it is positive the worker
+        claims nothing: the deliveries wait as they are, without spending attempts on a send
+        that the destination would refuse itself (an SMS cap that every recipient has hit)."""
+        return 0.0
+
     async def send(self, delivery: Delivery) -> Sent:
         """Send one delivery. Override this, or :meth:`send_batch` for batching destinations."""
         raise PermanentError(f"destination {self.name!r} does not implement send()")

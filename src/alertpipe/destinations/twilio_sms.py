@@ -36,7 +36,9 @@ Residual duplicate risk (count it: ``Sent.detail == FOUND_BY_LOOKUP`` marks the 
 
 SMS pumping cap. ``max_per_recipient_per_hour`` (default 30, 0 = no cap) bounds successful sends
 per recipient in a sliding hour, in this process (see :mod:`._recipient_cap`); a send beyond it
-raises ``RetryableError(code="recipient_cap", retry_after=...)`` without calling Twilio.
+raises ``RetryableError(code="recipient_cap", retry_after=...)`` without calling Twilio. Once
+every recipient has hit the cap, the worker claims nothing until the first has room
+(:meth:`ready_in`): the texts stay pending without spending attempts.
 
 Error mapping (Twilio's error body is ``{"code", "message", "more_info", "status"}``)::
 
@@ -250,6 +252,15 @@ class TwilioSmsDestination(Destination):
 
     def describe(self, delivery: Delivery) -> str:
         return f"SMS to {delivery.target}"
+
+    def ready_in(self) -> float:
+        """While every recipient has hit the SMS cap, the seconds until the first has room: the
+        worker claims nothing meanwhile, so capped texts wait without spending attempts (with
+        some recipients still free, each capped send raises ``recipient_cap`` as documented)."""
+        window = self.recipient_window
+        if window.cap <= 0 or not self.config.to:
+            return 0.0
+        return min(window.wait(r) for r in self.config.to)
 
     # -- sending ---------------------------------------------------------------------------
     def render(self, message: Message) -> str:

@@ -69,6 +69,7 @@ class DestinationWorker:
         self._due_read_at = -math.inf
         self._retry_at: datetime | None = None
         self._drained = False  # the last step's claim took less than it asked for
+        self._ready_at = 0.0  # loop time before which the destination refuses every send
 
     @property
     def alive(self) -> bool:
@@ -124,9 +125,12 @@ class DestinationWorker:
             self.wake.clear()
             return
         timeout = self.poll
-        due = await self._next_due()
+        ready = self._ready_at - asyncio.get_running_loop().time()
+        due = await self._next_due() if ready <= 0 else None
         if due is not None:
             timeout = min(self.poll, max(0.005, (due - utcnow()).total_seconds()))
+        if ready > 0:  # nothing can be sent before then (new work cannot change that either)
+            timeout = min(self.poll, max(0.005, ready))
         try:
             async with asyncio.timeout(timeout):
                 await self.wake.wait()
@@ -186,6 +190,9 @@ class DestinationWorker:
         if self.lock_name is not None and not await self._lead():
             return False
         if not self.breaker.allow():
+            return False
+        if (ready_in := self.dest.ready_in()) > 0:  # it would refuse every send: claim nothing
+            self._ready_at = asyncio.get_running_loop().time() + ready_in
             return False
         probing = self.breaker.state == "half_open"
         batching = self.dest.batch_size > 1

@@ -554,6 +554,22 @@ async def test_cap_reached_raises_without_calling_twilio(fake: FakeTwilio,
     assert info.value.retry_after == pytest.approx(600)
 
 
+async def test_ready_in_waits_only_once_every_recipient_is_capped(
+        fake: FakeTwilio, http: httpx.AsyncClient) -> None:
+    d = await started(make_dest(max_per_recipient_per_hour=1), fake, http)
+    clock = Clock()
+    d.recipient_window.clock = clock
+    assert d.ready_in() == 0
+    await d.send(delivery("+15551112222"))
+    assert d.ready_in() == 0  # the other recipient still has room
+    clock.now += 100
+    await d.send(delivery("+15553334444"))
+    assert d.ready_in() == pytest.approx(3600 - 100)  # until the first send leaves the window
+    clock.now += 3600 - 100
+    assert d.ready_in() == 0
+    assert make_dest(max_per_recipient_per_hour=0).ready_in() == 0  # no cap
+
+
 async def test_only_successful_sends_count(fake: FakeTwilio, http: httpx.AsyncClient) -> None:
     d = await started(make_dest(max_per_recipient_per_hour=1), fake, http)
     fake.queue += [httpx.Response(400, json=_tw(400, 21610, "unsubscribed")),

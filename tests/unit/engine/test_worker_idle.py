@@ -3,6 +3,7 @@ it still wakes on time for a retry it recorded itself."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from engine_support import Recorder, settings, settle
@@ -46,3 +47,23 @@ async def test_a_retry_the_worker_recorded_wakes_it_before_the_poll_interval() -
         acc = await eng.accept("orders", {"order_id": "A-1", "amount": "500"}, b"{}")
         await settle(eng, acc.message_id, timeout=10)  # not 30 s: the retry is due in ~0.05 s
         assert len(sms.sent) == 4 and sms.calls == 5
+
+
+async def test_a_destination_that_is_not_ready_gets_no_claims_and_no_attempts() -> None:
+    async with running(settings()) as eng:
+        sms = eng.channel("orders").destinations["sms"]
+        assert isinstance(sms, Recorder)
+        sms.not_ready = 3600.0  # e.g. every recipient has hit the SMS cap for the hour
+        acc = await eng.accept("orders", {"order_id": "A-1", "amount": "500"}, b"{}")
+        for _ in range(3):  # the worker, woken by the new work, asks and claims nothing
+            sms.asked.clear()
+            await asyncio.wait_for(sms.asked.wait(), timeout=5)
+        stored = await eng.store.get_message(acc.message_id)
+        assert stored is not None
+        assert [(d.destination, d.status, d.attempts) for d in stored.deliveries
+                if d.destination == "sms"] == [("sms", "pending", 0), ("sms", "pending", 0)]
+        assert sms.calls == 0
+        sms.not_ready = 0.0
+        eng.workers[("orders", "sms")].wake.set()
+        await settle(eng, acc.message_id)
+        assert len(sms.sent) == 2
