@@ -518,7 +518,7 @@ def main() -> int:
     ap.add_argument("--layout", choices=sorted(LAYOUTS), default="split",
                     help="CPU pinning: shared (no pinning) or split (server on CPU 0, "
                          "wrk + emulator on CPU 1)")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=5,
                     help="alternating rounds of ceiling (uvicorn) and alertpipe at their maximum "
                          "rates, --seconds split between them; the median-ratio round is "
                          "reported (odd numbers give a true median)")
