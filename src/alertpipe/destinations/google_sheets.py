@@ -85,8 +85,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_COLUMNS = ["received_at", "message_id", "order_id", "customer", "amount", "currency",
                    "high_value"]
-#: ``Sent.detail`` of a delivery found in the sheet by the read-back (counted by the engine).
 ROWS_PER_TURN = 100  # rows built between two turns of the event loop
+#: ``Sent.detail`` of a delivery found in the sheet by the read-back (counted by the engine).
 READ_BACK_DETAIL = "already in the sheet (found by read-back after an ambiguous failure)"
 
 

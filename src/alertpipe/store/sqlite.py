@@ -62,7 +62,7 @@ TEXT_WAIT = 1.0  # seconds a search text may wait for its batch
 # on the 2-core machine): 8 ms gave a p99 of 17-32 ms, 5 ms 14-24 ms, 4 ms 12-19 ms, 3 ms 17-20
 # ms and 2 ms 16-32 ms, both with more CPU per message. An idle store commits at once.
 COMMIT_INTERVAL = 0.004
-# one intake: (channel, message row + its search text, delivery rows, keys)
+# one intake: (channel, message row, delivery rows, keys)
 _Intake = tuple[str, tuple[Any, ...], list[tuple[Any, ...]], Sequence[MessageKey]]
 
 
