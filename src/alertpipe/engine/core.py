@@ -212,15 +212,14 @@ class Engine:
                 registered.append(message.id)
 
         backlog = self._check_backlog(ch)
+        stored = False
         try:
             accepted = await ch.accept(body, raw, meta, before_commit=register, keys=keys)
-        except BaseException:
-            for mid in registered:
-                self.forget_waiter(mid, waiter)  # type: ignore[arg-type]  # set when registered
-            raise
-        if accepted.conflict is not None:  # nothing new was stored: nothing will be delivered
-            for mid in registered:
-                self.forget_waiter(mid, waiter)  # type: ignore[arg-type]
+            stored = accepted.conflict is None  # a duplicate: nothing will be delivered
+        finally:
+            if not stored:
+                for mid in registered:
+                    self.forget_waiter(mid, waiter)  # type: ignore[arg-type]  # set if registered
         backlog.count += accepted.deliveries
         for dest in accepted.routes:
             w = self.workers.get((channel, dest))
