@@ -69,7 +69,6 @@ class DestinationWorker:
         self._due_read_at = -math.inf
         self._retry_at: datetime | None = None
         self._drained = False  # the last step's claim took less than it asked for
-        self._ready_at = 0.0  # loop time before which the destination refuses every send
 
     @property
     def alive(self) -> bool:
@@ -125,12 +124,11 @@ class DestinationWorker:
             self.wake.clear()
             return
         timeout = self.poll
-        ready = self._ready_at - asyncio.get_running_loop().time()
-        due = await self._next_due() if ready <= 0 else None
-        if due is not None:
-            timeout = min(self.poll, max(0.005, (due - utcnow()).total_seconds()))
-        if ready > 0:  # nothing can be sent before then (new work cannot change that either)
+        ready = self.dest.ready_in()
+        if ready > 0:  # nothing can be sent before then (new work still ends the wait)
             timeout = min(self.poll, max(0.005, ready))
+        elif (due := await self._next_due()) is not None:
+            timeout = min(self.poll, max(0.005, (due - utcnow()).total_seconds()))
         try:
             async with asyncio.timeout(timeout):
                 await self.wake.wait()
@@ -191,8 +189,7 @@ class DestinationWorker:
             return False
         if not self.breaker.allow():
             return False
-        if (ready_in := self.dest.ready_in()) > 0:  # it would refuse every send: claim nothing
-            self._ready_at = asyncio.get_running_loop().time() + ready_in
+        if self.dest.ready_in() > 0:  # it would refuse every send: claim nothing
             return False
         probing = self.breaker.state == "half_open"
         batching = self.dest.batch_size > 1
