@@ -188,11 +188,13 @@ class Bench:
         return out
 
     def ceiling(self, server: str, layout: dict[str, str | None],
-                seconds: float | None = None) -> dict[str, Any]:
-        log(f"ceiling on {server}")
+                seconds: float | None = None, rate: float = 0.0) -> dict[str, Any]:
+        """The bare app on ``server``: at its maximum rate, or at a fixed ``rate``."""
+        log(f"ceiling on {server}" + (f" at {rate:,.0f} req/s" if rate else ""))
         svc = self.start_ceiling(server, layout["server"])
+        label = f"ceiling-{server}" + ("-half" if rate else "")
         try:
-            return self.measured(svc, f"ceiling-{server}", layout=layout, seconds=seconds)
+            return self.measured(svc, label, layout=layout, seconds=seconds, rate=rate)
         finally:
             svc.stop()
 
@@ -214,18 +216,6 @@ class Bench:
                            "ratio": round(a["rps"] / c["rps"], 4) if c["rps"] else 0.0})
         order = sorted(range(n), key=lambda i: rounds[i]["ratio"])
         return {"rounds": rounds, "median_round": order[n // 2], "seconds": secs}
-
-    def ceiling_half(self, max_rps: float) -> dict[str, Any]:
-        """The ceiling at half its maximum rate, on the half-rate run's fixed schedule: what the
-        HTTP layer alone costs, and its latency, when requests arrive paced rather than in a
-        burst (the engine's half-rate row is read against it)."""
-        rate = max_rps / 2
-        log(f"ceiling (uvicorn) at half its maximum rate: {rate:,.0f} req/s")
-        svc = self.start_ceiling("uvicorn", self.layout["server"])
-        try:
-            return self.measured(svc, "ceiling-uvicorn-half", rate=rate)
-        finally:
-            svc.stop()
 
     def alertpipe_max(self, layout: dict[str, str | None], tag: str = "max",
                       seconds: float | None = None) -> dict[str, Any]:
@@ -370,7 +360,10 @@ class Bench:
         }
         r["ceiling"] = {"uvicorn": median["ceiling"],
                         "granian": self.ceiling("granian", self.layout)}
-        r["ceiling"]["uvicorn_half"] = self.ceiling_half(r["ceiling"]["uvicorn"]["rps"])
+        # the HTTP layer alone when requests arrive paced (the engine's half-rate row is read
+        # against it): the ceiling at half its own maximum, on the same kind of fixed schedule
+        r["ceiling"]["uvicorn_half"] = self.ceiling("uvicorn", self.layout,
+                                                    rate=r["ceiling"]["uvicorn"]["rps"] / 2)
         r["alertpipe"] = {"max": median["alertpipe"]}
         r["alertpipe"]["half_rate"] = self.alertpipe_half(r["alertpipe"]["max"]["rps"])
         r["alertpipe"]["e2e"] = self.end_to_end()
