@@ -210,22 +210,30 @@ class SQLiteStore:
         write of their own; a text search first writes whatever waits, so it misses nothing."""
         self._texts.append((rowid, text))
         if len(self._texts) >= TEXT_BATCH:
-            self._flush_texts_soon()
+            self._flush_texts_soon(everything=False)
         elif self._text_timer is None:
             self._text_timer = asyncio.get_running_loop().call_later(
                 TEXT_WAIT, self._flush_texts_soon)
 
-    def _flush_texts_soon(self) -> None:
-        if self._text_timer is not None:
+    def _flush_texts_soon(self, everything: bool = True) -> None:
+        """Start writing waiting texts: full batches only, or with ``everything`` (the wait is
+        over, or a search asks) also the last, partial one."""
+        if everything and self._text_timer is not None:
             self._text_timer.cancel()
             self._text_timer = None
         if self._text_flush is None and self._texts and self._writer is not None:
-            self._text_flush = asyncio.get_running_loop().create_task(self._flush_texts())
+            self._text_flush = asyncio.get_running_loop().create_task(
+                self._flush_texts(len(self._texts) if everything else 0))
 
-    async def _flush_texts(self) -> None:
+    async def _flush_texts(self, upto: int) -> None:
+        """Write the waiting texts in batches of TEXT_BATCH while a whole batch waits, and the
+        first ``upto`` texts whatever their number. Under load texts keep arriving while a
+        batch is written; each write then takes a whole batch, never the few that arrived
+        meanwhile: every write adds a segment to the text index, which its merges pay for."""
         try:
-            while self._texts:
+            while self._texts and (upto > 0 or len(self._texts) >= TEXT_BATCH):
                 batch, self._texts = self._texts[:TEXT_BATCH], self._texts[TEXT_BATCH:]
+                upto -= len(batch)
                 try:
                     await self._write(functools.partial(q.index_texts, texts=batch))
                 except (StoreUnavailable, sqlite3.Error) as exc:
@@ -234,6 +242,9 @@ class SQLiteStore:
                     return
         finally:
             self._text_flush = None
+            if self._texts and self._text_timer is None and self._writer is not None:
+                self._text_timer = asyncio.get_running_loop().call_later(
+                    TEXT_WAIT, self._flush_texts_soon)
 
     async def flush_text_index(self) -> None:
         """Write every search text still waiting (a text search calls this first)."""

@@ -1,0 +1,86 @@
+"""The SQLite text index is written in whole batches under load, and no text waits for ever."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from alertpipe.message import Message
+from alertpipe.store import NewDelivery, SQLiteStore
+from alertpipe.store import sqlite as sqlite_store
+from alertpipe.store import sqlite_sql as q
+from alertpipe.store.base import MessageQuery
+
+
+class Written:
+    """Records each text-index write (its batch size) and wakes waiters on the total."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sizes: list[int] = []
+        self.changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        real = q.index_texts
+
+        def index_texts(conn: object, texts: Sequence[tuple[int, str]]) -> None:
+            real(conn, texts)  # type: ignore[arg-type]
+            self.sizes.append(len(texts))
+            loop.call_soon_threadsafe(self.changed.set)
+
+        monkeypatch.setattr(q, "index_texts", index_texts)
+
+    async def until_total(self, n: int) -> None:
+        async with asyncio.timeout(10):
+            while sum(self.sizes) < n:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def order(i: int) -> Message:
+    return Message.new("orders", {"order_id": f"T-{i}", "customer_name": f"Customer{i}"},
+                       ref=f"T-{i}")
+
+
+async def test_texts_arriving_during_a_write_wait_for_a_whole_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "TEXT_WAIT", 3600.0)  # only whole batches, until a search
+    written = Written(monkeypatch)
+    batch = sqlite_store.TEXT_BATCH
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        # a whole batch commits and its write starts; 50 more commit while it is written
+        assert store._writer is not None
+        store._writer._max_group = batch  # the burst commits as a batch, then the 50
+        await asyncio.gather(*(store.enqueue(order(i), [NewDelivery("sheet")])
+                               for i in range(batch + 50)))
+        if store._text_flush is not None:
+            await store._text_flush
+        assert written.sizes == [batch]  # the 50 that came in meanwhile were not written alone
+        assert len(store._texts) == 50
+
+        page = await store.search_messages(MessageQuery(text=f"customer{batch + 49}"))
+        assert [s.message.ref for s in page.messages] == [f"T-{batch + 49}"]
+        assert written.sizes == [batch, 50]  # the search wrote the rest first
+        assert not store._texts
+    finally:
+        await store.close()
+
+
+async def test_a_partial_batch_is_written_after_the_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "TEXT_WAIT", 0.05)
+    written = Written(monkeypatch)
+    batch = sqlite_store.TEXT_BATCH
+    n = batch + 7
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        await asyncio.gather(*(store.enqueue(order(i), [NewDelivery("sheet")]) for i in range(n)))
+        await written.until_total(n)  # the 7 left after the whole batch do not wait for ever
+        assert written.sizes == [batch, 7]
+        assert not store._texts
+    finally:
+        await store.close()
