@@ -194,6 +194,56 @@ async def test_expired_key_and_other_kinds_do_not_conflict(store: Store) -> None
     assert first.created and again.created and other.created
 
 
+def ordered(n: int, ref: str, channel: str = "orders") -> Message:
+    """An order as a channel de-duplicating on order_id stores it: with its ref."""
+    return Message.new(channel, {"order_id": ref, "amount": Decimal("10.00")},
+                       raw=b'{"order_id": "%s"}' % ref.encode(), ref=ref)
+
+
+async def test_a_channels_dedupe_key_is_its_messages_ref(store: Store) -> None:
+    """The key a channel derives from the business key, as ChannelRuntime.dedupe_key does."""
+    from alertpipe.store import MessageKey
+
+    def key(ref: str, ttl: float = 3600) -> MessageKey:
+        return MessageKey("dedupe", ref, ttl_seconds=ttl)
+
+    first = await store.enqueue(ordered(1, "R-1"), [NewDelivery("sheet")], [key("R-1")])
+    burst = await asyncio.gather(*(store.enqueue(ordered(i, "R-2"), [NewDelivery("sheet")],
+                                                 [key("R-2")]) for i in range(2, 12)))
+    again = await store.enqueue(ordered(12, "R-1"), [NewDelivery("sheet")], [key("R-1")])
+    elsewhere = await store.enqueue(ordered(13, "R-1", channel="other"), [], [key("R-1")])
+    assert first.created and elsewhere.created
+    assert not again.created and again.message_id == first.message_id
+    assert again.conflict == key("R-1") and again.fingerprint is None
+    assert sum(r.created for r in burst) == 1  # concurrent requests with one key: one message
+    winner = next(r.message_id for r in burst if r.created)
+    assert all(r.message_id == winner for r in burst)
+    # once the window is over, the same business key is a new order
+    late = await store.enqueue(ordered(14, "R-3"), [], [key("R-3", ttl=-1)])
+    after = await store.enqueue(ordered(15, "R-3"), [], [key("R-3", ttl=-1)])
+    assert late.created and after.created
+    got = await store.claim("orders", "sheet", 100, 30, "w")
+    assert sorted(d.message.id for d in got) == sorted([first.message_id, winner])
+
+
+async def test_sqlite_keeps_dedupe_keys_in_the_message_row(tmp_path: Path) -> None:
+    """SQLite finds a channel's dedupe key by the messages' ref index: no key row is written."""
+    from alertpipe.store import MessageKey
+
+    s = SQLiteStore(tmp_path / "r.db")
+    await s.open()
+    try:
+        await s.enqueue(ordered(1, "R-1"), [], [MessageKey("dedupe", "R-1", 3600)])
+        await s.enqueue(ordered(2, "R-2"), [], [MessageKey("idempotency", "K-2", 3600, "fp")])
+        kinds = await s._write(lambda c: [r[0] for r in c.execute(
+            "SELECT kind FROM message_keys")])
+        assert kinds == ["idempotency"]
+        dup = await s.enqueue(ordered(3, "R-1"), [], [MessageKey("dedupe", "R-1", 3600)])
+        assert not dup.created
+    finally:
+        await s.close()
+
+
 # -- operations for the dlq and replay commands -----------------------------------------------
 
 def received(n: int, at: datetime, channel: str = "orders") -> Message:

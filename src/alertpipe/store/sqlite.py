@@ -66,6 +66,12 @@ COMMIT_INTERVAL = 0.004
 _Intake = tuple[str, tuple[Any, ...], list[tuple[Any, ...]], Sequence[MessageKey]]
 
 
+def _by_ref(key: MessageKey, row: tuple[Any, ...]) -> bool:
+    """A channel's de-duplication key is its message's ref (row[7]): the message row holds
+    it, indexed (messages_ref), so it is looked up there and not written again as a key."""
+    return key.kind == "dedupe" and key.key == row[7] and key.fingerprint is None
+
+
 def to_us(dt: datetime) -> int:
     """A timezone-aware datetime as integer microseconds since the epoch."""
     if dt.tzinfo is None:
@@ -264,8 +270,17 @@ class SQLiteStore:
         now = now_us()
         if self._prune_due():
             conn.execute(q.PRUNE_KEYS, (now,))
-        wanted = [(channel, k.kind, k.key) for channel, _, _, keys in items for k in keys]
+        wanted: list[tuple[str, str, str]] = []
+        refs: list[tuple[str, str, int]] = []  # dedupe keys: the messages' refs, not rows
+        for channel, row, _, keys in items:
+            for k in keys:
+                if _by_ref(k, row):
+                    refs.append((channel, k.key, now - int(k.ttl_seconds * 1e6)))
+                else:
+                    wanted.append((channel, k.kind, k.key))
         held = q.find_keys(conn, wanted, now) if wanted else {}
+        if refs:
+            held.update(q.find_refs(conn, refs))
         out: list[tuple[EnqueueResult, int]] = []
         messages: list[tuple[Any, ...]] = []
         deliveries: list[tuple[Any, ...]] = []
@@ -281,8 +296,9 @@ class SQLiteStore:
             mid = row[0]
             for k in keys:
                 held[(channel, k.kind, k.key)] = (mid, k.fingerprint)
-                keyrows.append((channel, k.kind, k.key, k.fingerprint, mid,
-                                now + int(k.ttl_seconds * 1e6)))
+                if not _by_ref(k, row):
+                    keyrows.append((channel, k.kind, k.key, k.fingerprint, mid,
+                                    now + int(k.ttl_seconds * 1e6)))
             messages.append(row)
             deliveries.extend(drows)
             out.append((EnqueueResult(message_id=mid), len(messages)))

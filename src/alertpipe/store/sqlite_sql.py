@@ -115,6 +115,14 @@ MIGRATIONS: list[str] = [
     INSERT INTO time_marks(minute, min_rowid, max_rowid)
         SELECT received_at / 60000000, MIN(rowid), MAX(rowid) FROM messages GROUP BY 1;
     """,
+    # A channel's de-duplication key is the message's ref, which messages_ref indexes: it is
+    # looked up there (find_refs) instead of being written a second time, into message_keys
+    # and its two indexes. Messages stored before refs existed get theirs from their key.
+    """
+    UPDATE messages SET ref = k.key FROM message_keys k
+        WHERE k.kind = 'dedupe' AND k.message_id = messages.id AND messages.ref IS NULL;
+    DELETE FROM message_keys WHERE kind = 'dedupe';
+    """,
 ]
 
 
@@ -207,6 +215,36 @@ def find_keys(conn: sqlite3.Connection, wanted: Sequence[tuple[str, str, str]],
                    f"AND kind = ? AND key IN ({','.join('?' * len(chunk))}) AND expires_at > ?")
             for key, mid, fp in conn.execute(sql, (channel, kind, *chunk, now)):
                 out[(channel, kind, key)] = (mid, fp)
+    return out
+
+
+# INDEXED BY: without statistics the planner would walk messages_channel_received instead
+FIND_REF = ("SELECT id FROM messages INDEXED BY messages_ref WHERE ref = ? AND channel = ? "
+            "AND received_at > ? ORDER BY rowid LIMIT 1")
+
+
+def find_refs(conn: sqlite3.Connection, wanted: Sequence[tuple[str, str, int]]
+              ) -> dict[tuple[str, str, str], tuple[str, None]]:
+    """De-duplication keys held by stored messages: of ``wanted`` (channel, ref, received
+    after, in µs), those a message of that channel with that ref received after that time
+    holds (the earliest such message), as find_keys answers: (channel, 'dedupe', ref) ->
+    (message id, None)."""
+    if len(wanted) == 1:  # the common case: one statement the connection keeps prepared
+        channel, ref, after = wanted[0]
+        row = conn.execute(FIND_REF, (ref, channel, after)).fetchone()
+        return {} if row is None else {(channel, "dedupe", ref): (row[0], None)}
+    by_window: dict[tuple[str, int], list[str]] = {}
+    for channel, ref, after in wanted:
+        by_window.setdefault((channel, after), []).append(ref)
+    out: dict[tuple[str, str, str], tuple[str, None]] = {}
+    for (channel, after), refs in by_window.items():
+        for start in range(0, len(refs), 500):
+            chunk = refs[start:start + 500]
+            sql = ("SELECT ref, id FROM messages INDEXED BY messages_ref WHERE ref IN "
+                   f"({','.join('?' * len(chunk))}) AND channel = ? AND received_at > ? "
+                   "ORDER BY rowid DESC")
+            for ref, mid in conn.execute(sql, (*chunk, channel, after)):
+                out[(channel, "dedupe", ref)] = (mid, None)  # the earliest is seen last
     return out
 
 
