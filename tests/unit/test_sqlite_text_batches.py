@@ -84,3 +84,25 @@ async def test_a_partial_batch_is_written_after_the_wait(
         assert not store._texts
     finally:
         await store.close()
+
+
+async def test_the_wait_ending_during_a_write_writes_the_rest_with_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "TEXT_WAIT", 3600.0)
+    written = Written(monkeypatch)
+    batch = sqlite_store.TEXT_BATCH
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        assert store._writer is not None
+        store._writer._max_group = batch
+        await asyncio.gather(*(store.enqueue(order(i), [NewDelivery("sheet")])
+                               for i in range(batch + 50)))
+        flush = store._text_flush
+        assert flush is not None  # the whole batch is being written
+        store._flush_texts_soon()  # what the TEXT_WAIT timer does when it fires
+        await flush
+        assert written.sizes == [batch, 50]  # the same flush wrote the 50, no second wait
+        assert not store._texts
+    finally:
+        await store.close()

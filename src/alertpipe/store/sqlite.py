@@ -101,6 +101,7 @@ class SQLiteStore:
         self._texts: list[tuple[int, str]] = []  # (rowid, search text) of committed messages
         self._text_timer: asyncio.TimerHandle | None = None
         self._text_flush: asyncio.Task[None] | None = None
+        self._text_due = 0  # waiting texts to write even short of a whole batch
 
         self._writer: GroupCommitter[sqlite3.Connection] | None = None
         self._reader: ThreadPoolExecutor | None = None
@@ -227,24 +228,25 @@ class SQLiteStore:
                 TEXT_WAIT, self._flush_texts_soon)
 
     def _flush_texts_soon(self, everything: bool = True) -> None:
-        """Start writing waiting texts: full batches only, or with ``everything`` (the wait is
-        over, or a search asks) also the last, partial one."""
-        if everything and self._text_timer is not None:
-            self._text_timer.cancel()
-            self._text_timer = None
+        """Start writing waiting texts: whole batches only, or with ``everything`` (the wait is
+        over, or a search asks) every text waiting now, the last partial batch too."""
+        if everything:
+            if self._text_timer is not None:
+                self._text_timer.cancel()
+                self._text_timer = None
+            self._text_due = len(self._texts)  # a flush already running takes them too
         if self._text_flush is None and self._texts and self._writer is not None:
-            self._text_flush = asyncio.get_running_loop().create_task(
-                self._flush_texts(len(self._texts) if everything else 0))
+            self._text_flush = asyncio.get_running_loop().create_task(self._flush_texts())
 
-    async def _flush_texts(self, upto: int) -> None:
+    async def _flush_texts(self) -> None:
         """Write the waiting texts in batches of TEXT_BATCH while a whole batch waits, and the
-        first ``upto`` texts whatever their number. Under load texts keep arriving while a
+        first ``_text_due`` texts whatever their number. Under load texts keep arriving while a
         batch is written; each write then takes a whole batch, never the few that arrived
         meanwhile: every write adds a segment to the text index, which its merges pay for."""
         try:
-            while self._texts and (upto > 0 or len(self._texts) >= TEXT_BATCH):
+            while self._texts and (self._text_due > 0 or len(self._texts) >= TEXT_BATCH):
                 batch, self._texts = self._texts[:TEXT_BATCH], self._texts[TEXT_BATCH:]
-                upto -= len(batch)
+                self._text_due = max(0, self._text_due - len(batch))
                 try:
                     await self._write(functools.partial(q.index_texts, texts=batch))
                 except (StoreUnavailable, sqlite3.Error) as exc:
