@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -43,66 +43,62 @@ def order(i: int) -> Message:
                        ref=f"T-{i}")
 
 
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "s.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def commit_burst(store: SQLiteStore, extra: int) -> None:
+    """A whole batch of messages commits, so its text write starts, and ``extra`` more commit
+    while it is written (the writer's groups are cut at one batch)."""
+    assert store._writer is not None
+    store._writer._max_group = sqlite_store.TEXT_BATCH
+    await asyncio.gather(*(store.enqueue(order(i), [NewDelivery("sheet")])
+                           for i in range(sqlite_store.TEXT_BATCH + extra)))
+
+
 async def test_texts_arriving_during_a_write_wait_for_a_whole_batch(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store, "TEXT_WAIT", 3600.0)  # only whole batches, until a search
     written = Written(monkeypatch)
     batch = sqlite_store.TEXT_BATCH
-    store = SQLiteStore(tmp_path / "s.db")
-    await store.open()
-    try:
-        # a whole batch commits and its write starts; 50 more commit while it is written
-        assert store._writer is not None
-        store._writer._max_group = batch  # the burst commits as a batch, then the 50
-        await asyncio.gather(*(store.enqueue(order(i), [NewDelivery("sheet")])
-                               for i in range(batch + 50)))
-        if store._text_flush is not None:
-            await store._text_flush
-        assert written.sizes == [batch]  # the 50 that came in meanwhile were not written alone
-        assert len(store._texts) == 50
+    await commit_burst(store, 50)
+    if store._text_flush is not None:
+        await store._text_flush
+    assert written.sizes == [batch]  # the 50 that came in meanwhile were not written alone
+    assert len(store._texts) == 50
 
-        page = await store.search_messages(MessageQuery(text=f"customer{batch + 49}"))
-        assert [s.message.ref for s in page.messages] == [f"T-{batch + 49}"]
-        assert written.sizes == [batch, 50]  # the search wrote the rest first
-        assert not store._texts
-    finally:
-        await store.close()
+    page = await store.search_messages(MessageQuery(text=f"customer{batch + 49}"))
+    assert [s.message.ref for s in page.messages] == [f"T-{batch + 49}"]
+    assert written.sizes == [batch, 50]  # the search wrote the rest first
+    assert not store._texts
 
 
 async def test_a_partial_batch_is_written_after_the_wait(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store, "TEXT_WAIT", 0.05)
     written = Written(monkeypatch)
     batch = sqlite_store.TEXT_BATCH
     n = batch + 7
-    store = SQLiteStore(tmp_path / "s.db")
-    await store.open()
-    try:
-        await asyncio.gather(*(store.enqueue(order(i), [NewDelivery("sheet")]) for i in range(n)))
-        await written.until_total(n)  # the 7 left after the whole batch do not wait for ever
-        assert written.sizes == [batch, 7]
-        assert not store._texts
-    finally:
-        await store.close()
+    await asyncio.gather(*(store.enqueue(order(i), [NewDelivery("sheet")]) for i in range(n)))
+    await written.until_total(n)  # the 7 left after the whole batch do not wait for ever
+    assert written.sizes == [batch, 7]
+    assert not store._texts
 
 
 async def test_the_wait_ending_during_a_write_writes_the_rest_with_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store, "TEXT_WAIT", 3600.0)
     written = Written(monkeypatch)
-    batch = sqlite_store.TEXT_BATCH
-    store = SQLiteStore(tmp_path / "s.db")
-    await store.open()
-    try:
-        assert store._writer is not None
-        store._writer._max_group = batch
-        await asyncio.gather(*(store.enqueue(order(i), [NewDelivery("sheet")])
-                               for i in range(batch + 50)))
-        flush = store._text_flush
-        assert flush is not None  # the whole batch is being written
-        store._flush_texts_soon()  # what the TEXT_WAIT timer does when it fires
-        await flush
-        assert written.sizes == [batch, 50]  # the same flush wrote the 50, no second wait
-        assert not store._texts
-    finally:
-        await store.close()
+    await commit_burst(store, 50)
+    flush = store._text_flush
+    assert flush is not None  # the whole batch is being written
+    store._flush_texts_soon()  # what the TEXT_WAIT timer does when it fires
+    await flush
+    assert written.sizes == [sqlite_store.TEXT_BATCH, 50]  # the same flush wrote the 50
+    assert not store._texts
