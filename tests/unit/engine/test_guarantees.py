@@ -81,6 +81,58 @@ async def test_backlog_bound_answers_503() -> None:
         await eng.stop()
 
 
+class SlowCount(MemoryStore):
+    """A store whose backlog read sees the rows at its start and answers when let go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.let_go = asyncio.Event()
+        self.reading = asyncio.Event()
+
+    async def backlog(self, channel: str) -> int:
+        seen = await super().backlog(channel)
+        self.reading.set()
+        await self.let_go.wait()
+        return seen
+
+
+async def test_orders_accepted_during_a_backlog_read_still_count() -> None:
+    store = SlowCount()
+    store.let_go.set()  # the read at start answers at once
+    eng = Engine(settings(max_pending=3), store=store)
+    c = await _client(eng)
+    try:
+        for w in eng.workers.values():  # hold deliveries in the store
+            await w.stop(0)
+        store.let_go.clear()
+        store.reading.clear()
+        backlog = eng._backlog["orders"]
+        backlog.read_at = float("-inf")  # due: the next check starts a read
+        eng._check_backlog(eng.channel("orders"))
+        read = backlog.refresh
+        assert read is not None
+        await store.reading.wait()  # it has seen 0 rows
+        codes = [(await c.post("/orders", json={"order_id": f"R-{i}", "amount": "1"})).status_code
+                 for i in range(2)]
+        assert codes == [202, 202]
+        store.let_go.set()
+        await read
+        assert backlog.count == 2  # 0 seen by the read + the 2 accepted meanwhile, not 0
+        codes = [(await c.post("/orders", json={"order_id": f"R-{i}", "amount": "1"})).status_code
+                 for i in range(2, 4)]
+        assert codes == [202, 503]
+    finally:
+        await c.aclose()
+        await eng.stop()
+
+
+def test_a_slow_backlog_count_is_read_less_often() -> None:
+    from alertpipe.engine.core import BACKLOG_READ_EVERY, backlog_read_every
+
+    assert backlog_read_every(0.001) == BACKLOG_READ_EVERY
+    assert backlog_read_every(0.1) == pytest.approx(5.0)  # 100 ms of counting: every 5 s, 2 %
+
+
 def _with_keys(**extra: Any) -> AppSettings:
     s = settings(**extra)
     s.engine.api_keys = AppSettings.model_validate({"engine": {"api_keys": [
