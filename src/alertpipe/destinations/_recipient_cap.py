@@ -37,11 +37,9 @@ class RecipientWindow:
         if self.cap <= 0:
             return None
         now = self.clock()
-        sends = self._sends.setdefault(recipient, deque())
-        while sends and sends[0] <= now - self.period:
-            sends.popleft()
-        if len(sends) >= self.cap:
-            wait = max(0.0, sends[0] + self.period - now)
+        sends = self._window(recipient, now)
+        wait = self._wait(sends, now)
+        if wait > 0:
             raise RetryableError(
                 f"twilio_sms: recipient cap of {self.cap} per hour reached for {recipient}; "
                 f"next slot in {wait:.0f}s", retry_after=wait, code="recipient_cap",
@@ -53,12 +51,18 @@ class RecipientWindow:
         """Seconds until ``recipient`` has a free slot (0: now, or no cap); takes none."""
         if self.cap <= 0:
             return 0.0
-        sends = self._sends.get(recipient)
-        if sends is None:
-            return 0.0
         now = self.clock()
+        return self._wait(self._window(recipient, now), now)
+
+    def _window(self, recipient: str, now: float) -> deque[float]:
+        """The recipient's sends still inside the window at ``now``."""
+        sends = self._sends.setdefault(recipient, deque())
         while sends and sends[0] <= now - self.period:
             sends.popleft()
+        return sends
+
+    def _wait(self, sends: deque[float], now: float) -> float:
+        """Seconds until the oldest of a full window leaves it (0: there is room)."""
         return max(0.0, sends[0] + self.period - now) if len(sends) >= self.cap else 0.0
 
     def release(self, recipient: str, stamp: float | None) -> None:
