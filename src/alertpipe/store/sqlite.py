@@ -279,12 +279,16 @@ class SQLiteStore:
             conn.execute(q.PRUNE_KEYS, (now,))
         wanted: list[tuple[str, str, str]] = []
         refs: list[tuple[str, str, int]] = []  # dedupe keys: the messages' refs, not rows
+        rowkeys: list[list[MessageKey]] = []  # per intake, the keys kept as message_keys rows
         for channel, row, _, keys in items:
+            own: list[MessageKey] = []
             for k in keys:
                 if _by_ref(k, row):
                     refs.append((channel, k.key, now - int(k.ttl_seconds * 1e6)))
                 else:
                     wanted.append((channel, k.kind, k.key))
+                    own.append(k)
+            rowkeys.append(own)
         held = q.find_keys(conn, wanted, now) if wanted else {}
         if refs:
             held.update(q.find_refs(conn, refs))
@@ -292,7 +296,7 @@ class SQLiteStore:
         messages: list[tuple[Any, ...]] = []
         deliveries: list[tuple[Any, ...]] = []
         keyrows: list[tuple[Any, ...]] = []
-        for channel, row, drows, keys in items:
+        for (channel, row, drows, keys), own in zip(items, rowkeys, strict=True):
             conflict = next(((k, held[(channel, k.kind, k.key)]) for k in keys
                              if (channel, k.kind, k.key) in held), None)
             if conflict is not None:
@@ -303,9 +307,9 @@ class SQLiteStore:
             mid = row[0]
             for k in keys:
                 held[(channel, k.kind, k.key)] = (mid, k.fingerprint)
-                if not _by_ref(k, row):
-                    keyrows.append((channel, k.kind, k.key, k.fingerprint, mid,
-                                    now + int(k.ttl_seconds * 1e6)))
+            for k in own:
+                keyrows.append((channel, k.kind, k.key, k.fingerprint, mid,
+                                now + int(k.ttl_seconds * 1e6)))
             messages.append(row)
             deliveries.extend(drows)
             out.append((EnqueueResult(message_id=mid), len(messages)))
