@@ -54,16 +54,22 @@ def backlog_read_every(took: float) -> float:
 
 
 class _Backlog:
-    """A channel's undelivered rows as intake sees them: read from the store now and then."""
+    """A channel's undelivered rows as intake sees them: the store's count at the last read,
+    plus the rows accepted since that read started (some of which it may have counted: on the
+    safe side)."""
 
-    __slots__ = ("added", "count", "every", "read_at", "refresh")
+    __slots__ = ("added", "every", "read", "read_at", "refresh")
 
-    def __init__(self, count: int = 0, read_at: float = float("-inf")) -> None:
-        self.count = count
+    def __init__(self, read: int = 0, read_at: float = float("-inf")) -> None:
+        self.read = read
+        self.added = 0
         self.read_at = read_at
         self.every = BACKLOG_READ_EVERY
-        self.added = 0  # rows accepted while a read is in flight (it may not have seen them)
         self.refresh: asyncio.Task[None] | None = None
+
+    @property
+    def count(self) -> int:
+        return self.read + self.added
 
 
 class Engine:
@@ -232,7 +238,6 @@ class Engine:
             if not stored:
                 for mid in registered:
                     self.forget_waiter(mid, waiter)  # type: ignore[arg-type]  # set if registered
-        backlog.count += accepted.deliveries
         backlog.added += accepted.deliveries
         for dest in accepted.routes:
             w = self.workers.get((channel, dest))
@@ -251,20 +256,20 @@ class Engine:
             backlog = self._backlog[ch.name] = _Backlog()
         loop = asyncio.get_running_loop()
         if backlog.refresh is None and loop.time() - backlog.read_at > backlog.every:
-            backlog.added = 0
             backlog.refresh = loop.create_task(self._read_backlog(ch.name, backlog))
-        if backlog.count >= ch.settings.max_pending:
-            raise Backpressure(f"channel {ch.name!r} has {backlog.count} undelivered messages, "
+        count = backlog.count
+        if count >= ch.settings.max_pending:
+            raise Backpressure(f"channel {ch.name!r} has {count} undelivered messages, "
                                f"its limit is {ch.settings.max_pending}; retry later",
                                retry_after=5.0)
         return backlog
 
     async def _read_backlog(self, channel: str, backlog: _Backlog) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started, before = loop.time(), backlog.added
         try:
-            # rows accepted during the read count on top of it (some twice: on the safe side)
-            backlog.count = await self.store.backlog(channel) + backlog.added
+            backlog.read = await self.store.backlog(channel)
+            backlog.added -= before  # those the read has counted; the rest came in meanwhile
         except StoreError as exc:
             log.warning("backlog not read", extra={"channel": channel, "error": str(exc)})
         finally:
