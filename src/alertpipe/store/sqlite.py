@@ -224,8 +224,12 @@ class SQLiteStore:
         if len(self._texts) >= TEXT_BATCH:
             self._flush_texts_soon(everything=False)
         elif self._text_timer is None:
-            self._text_timer = asyncio.get_running_loop().call_later(
-                TEXT_WAIT, self._flush_texts_soon)
+            self._wait_for_texts()
+
+    def _wait_for_texts(self) -> None:
+        """Write whatever waits once TEXT_WAIT is over (whole batch or not)."""
+        self._text_timer = asyncio.get_running_loop().call_later(
+            TEXT_WAIT, self._flush_texts_soon)
 
     def _flush_texts_soon(self, everything: bool = True) -> None:
         """Start writing waiting texts: whole batches only, or with ``everything`` (the wait is
@@ -256,8 +260,7 @@ class SQLiteStore:
         finally:
             self._text_flush = None
             if self._texts and self._text_timer is None and self._writer is not None:
-                self._text_timer = asyncio.get_running_loop().call_later(
-                    TEXT_WAIT, self._flush_texts_soon)
+                self._wait_for_texts()
 
     async def flush_text_index(self) -> None:
         """Write every search text still waiting (a text search calls this first)."""
