@@ -123,12 +123,12 @@ class DestinationWorker:
                 pass
             self.wake.clear()
             return
-        timeout = self.poll
-        ready = self.dest.ready_in()
-        if ready > 0:  # nothing can be sent before then (new work still ends the wait)
-            timeout = min(self.poll, max(0.005, ready))
-        elif (due := await self._next_due()) is not None:
-            timeout = min(self.poll, max(0.005, (due - utcnow()).total_seconds()))
+        # until the destination can send at all (new work still ends the wait), else until the
+        # next delivery falls due; at most a poll interval
+        until: float | None = self.dest.ready_in() or None
+        if until is None and (due := await self._next_due()) is not None:
+            until = (due - utcnow()).total_seconds()
+        timeout = self.poll if until is None else min(self.poll, max(0.005, until))
         try:
             async with asyncio.timeout(timeout):
                 await self.wake.wait()
